@@ -55,7 +55,7 @@ class Layer:
     def __init__(self, ws: Workspace, name: str) -> None:
         self.ws = ws
         self.name = name
-        self.key = f"layers/{name}"
+        self.key = ws.layer_key(name)
         if not ws.has_layer(name):
             raise LayerNotFoundError(
                 f"layer {name!r} not found in workspace {ws.url} (layers: {', '.join(ws.layers()) or 'none'})"
@@ -150,7 +150,7 @@ def create_layer(
     if ws.has_layer(name):
         if not overwrite:
             raise LayerExistsError(f"layer {name!r} already exists in {ws.url} (use --overwrite)")
-        ws.delete_prefix(f"layers/{name}/")
+        ws.delete_prefix(f"{ws.layer_key(name)}/")
     chunk = tuple(min(c, s) for c, s in zip(chunk_zyx or DEFAULT_CHUNK_ZYX, shape, strict=True))
     if encoding is None:
         encoding = "compressed_segmentation" if kind == "segmentation" else "raw"
@@ -159,7 +159,7 @@ def create_layer(
     scale = _scale_metadata(shape, resolution, chunk, encoding)
     spec = {
         "driver": "neuroglancer_precomputed",
-        "kvstore": ws.child_spec(f"layers/{name}"),
+        "kvstore": ws.child_spec(ws.layer_key(name)),
         "multiscale_metadata": {"type": kind, "data_type": dtype, "num_channels": 1},
         "scale_metadata": scale,
         "create": True,

@@ -210,8 +210,14 @@ class Workspace:
             k.split("/")[1] for k in self.list("layers/") if k.count("/") == 2 and k.endswith("/info")
         )
 
+    @staticmethod
+    def layer_key(name: str) -> str:
+        """``"aligned"`` -> ``layers/aligned``; a name with a ``/`` is a key already
+        (e.g. ``groundtruth/neurons``, where synthetic tissue keeps its answers)."""
+        return _check_key(name.rstrip("/")) if "/" in name else f"layers/{_check_key(name)}"
+
     def has_layer(self, name: str) -> bool:
-        return self.exists(f"layers/{name}/info")
+        return self.exists(f"{self.layer_key(name)}/info")
 
     # -- provenance -------------------------------------------------------------
     def write_provenance(
