@@ -12,12 +12,14 @@ import logging
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from wiremap.errors import WiremapError
 
 COMMAND_MODULES = (
     "wiremap.cli.workspace_cmds",
+    "wiremap.cli.synth_cmds",
 )
 
 app = typer.Typer(
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
     except WiremapError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except ValidationError as exc:  # a config built from command-line values
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        err_console.print(f"[red]error:[/red] {where}: {err['msg']}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
