@@ -1,0 +1,1 @@
+"""wiremap benchmarks: ``python -m benchmarks.run`` (``make bench``)."""
