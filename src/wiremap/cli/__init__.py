@@ -19,6 +19,7 @@ from wiremap.errors import WiremapError
 
 COMMAND_MODULES = (
     "wiremap.cli.workspace_cmds",
+    "wiremap.cli.volume_cmds",
     "wiremap.cli.synth_cmds",
 )
 
