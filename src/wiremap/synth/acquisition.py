@@ -11,7 +11,8 @@ Coordinate conventions (everywhere in this module)
 * Pixel ``(i, j)`` of any image has its CENTRE at ``(y, x) = (i, j)``; it covers
   ``[i - 0.5, i + 0.5) x [j - 0.5, j + 0.5)``.
 * Three frames:
-  - tile frame:    pixel coordinates inside one tile image, ``(0, 0)`` = centre of its top-left pixel;
+  - tile frame:    pixel coordinates inside one tile image, ``(0, 0)`` = centre of its
+    top-left pixel;
   - section frame: one frame per section (what stitching should reconstruct), in
     pixels of the volume's xy resolution.  The "section canvas" is the grid
     ``[0, H) x [0, W)`` (H, W = volume ``shape[1:]``); tiles cover it fully and stick
@@ -30,7 +31,7 @@ Tile -> section (true, exact)
   nominal + stage jitter.  ``section_to_tile`` inverts the map (fixed-point iteration).
 
 Section -> volume (true, exact)
-    q = G(p) + sum_k D_k(p)
+    q = G(p + sum_k D_k(p))
   G: bilinear interpolation of the warp grid ``warp[s]`` (shape ``(2, gh, gw)``,
   float64, ``warp[s, :, i, j]`` = volume ``(y, x)`` of the section point
   ``(oy + i * step, ox + j * step)``); points beyond the grid use the nearest edge
@@ -39,11 +40,12 @@ Section -> volume (true, exact)
   by these factors, about the canvas centre; rotation; shift) and a smooth elastic
   warp, both sampled exactly at the nodes, so G *is* the true map (no approximation).
   D_k: one term per fold or crack ``k`` of the section (straight line through
-  ``(y, x)`` with unit normal ``(ny, nx)``), with ``d = (p - (y, x)) . (ny, nx)``:
+  ``(y, x)`` with unit normal ``(ny, nx)``, section frame), ``d = (p - (y, x)) . (ny, nx)``:
     D_k(p) = sign(d) * jump / 2 * exp(-|d| / decay) * (ny, nx),   sign(0) = +1
   A fold (``jump > 0``) hides ``jump`` px of tissue under a dark band of half width
   ``width / 2`` around the line; a crack (``jump < 0``) opens a bright tissue-free gap
-  of ``width`` px whose two edges map to the same tissue line.
+  of ``width`` px whose two edges map to the same tissue line (exactly).
+  Use :func:`mirror_into_volume` to fold a mirrored point back into the volume.
 
 Intensity model (for a tile pixel imaging section point p)
     raw   = V(q) (volume, linear interpolation, mirror beyond edges), unless p is
@@ -106,7 +108,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 
-from wiremap.errors import InputError
+from wiremap.errors import ConfigError, InputError
 from wiremap.synth import defects as dfx
 from wiremap.synth import multibeam as mb
 
@@ -117,63 +119,110 @@ META_KEY = "tiles/acquisition.json"
 
 
 class AcquisitionConfig(BaseModel):
-    """How the knife and the multi-beam SEM spoil a clean volume (all lengths in px of the xy grid)."""
+    """How the knife and the multi-beam SEM spoil a clean volume (lengths in px of the xy grid)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # -- multi-beam geometry
-    beams: int = 61  # hexagonal multi-beam field of view (61 = rings 0..4)
-    overlap: float = Field(0.08, ge=0.0, lt=0.5)  # overlap fraction between neighbouring tiles
-    tile_width_px: int | None = Field(None, ge=8)  # None: smallest tile letting one mFoV cover a section; else as many mFoVs as needed
-    tile_aspect: float = Field(0.871, gt=0.2, le=5.0)  # tile height / width (H01 beam tiles: 3376 x 3876)
-    stage_jitter_px: float = Field(3.0, ge=0.0)  # sd per axis of each tile's true offset from its nominal position
+    # beams per multi-beam field of view (hexagonal number: 61 = rings 0..4)
+    beams: int = 61
+    # overlap fraction between neighbouring tiles
+    overlap: float = Field(default=0.08, ge=0.0, lt=0.5)
+    # tile width; None: the smallest tile letting one mFoV cover a section, else as many
+    # mFoVs as needed
+    tile_width_px: int | None = Field(default=None, ge=8)
+    # tile height / width (H01 beam tiles are 3876 x 3376 px)
+    tile_aspect: float = Field(default=0.871, gt=0.2, le=5.0)
+    # sd per axis of a tile's true offset from its nominal position (normal truncated at
+    # 2.27 sd); None: (overlap px - 1) / 6, so neighbouring tiles never part
+    stage_jitter_px: float | None = Field(default=None, ge=0.0)
     # -- optics and detector
-    lens_distortion_px: float = Field(1.0, ge=0.0)  # mean outward (barrel) radial displacement at a tile corner
-    lens_spread: float = Field(0.2, ge=0.0)  # relative sd of the distortion between beams (fixed per beam for the run)
-    vignetting: float = Field(0.08, ge=0.0, lt=1.0)  # mean relative brightness loss at tile corners
-    tile_gain_sd: float = Field(0.05, ge=0.0)  # sd of each tile's contrast factor around 1
-    tile_offset_sd: float = Field(4.0, ge=0.0)  # sd of each tile's brightness offset, grey levels
-    noise_sigma: float = Field(4.0, ge=0.0)  # sd of Gaussian detector noise at dwell_us, grey levels
-    dwell_us: float = Field(0.2, gt=0.0)  # pixel dwell time of the first settings regime, microseconds
+    # mean outward (barrel) radial displacement at a tile corner
+    lens_distortion_px: float = Field(default=1.0, ge=0.0)
+    # relative sd of the distortion between beams (each beam keeps its own for the run)
+    lens_spread: float = Field(default=0.2, ge=0.0)
+    # mean relative brightness loss at tile corners
+    vignetting: float = Field(default=0.08, ge=0.0, lt=1.0)
+    # sd of each tile's contrast factor around 1
+    tile_gain_sd: float = Field(default=0.05, ge=0.0)
+    # sd of each tile's brightness offset, grey levels
+    tile_offset_sd: float = Field(default=4.0, ge=0.0)
+    # sd of the Gaussian detector noise at dwell_us, grey levels (scales as 1/sqrt(dwell))
+    noise_sigma: float = Field(default=4.0, ge=0.0)
+    # pixel dwell time of the first settings regime, microseconds
+    dwell_us: float = Field(default=0.2, gt=0.0)
     # -- section deformation (relative to the true tissue)
-    stretch: float = Field(0.02, ge=0.0, lt=0.5)  # max relative stretch/compression per axis, uniform in [1-s, 1+s]
-    rotation_deg: float = Field(1.0, ge=0.0, le=45.0)  # max section rotation, uniform in [-r, r]
-    shift_px: float = Field(10.0, ge=0.0)  # max section shift per axis, uniform in [-s, s]
-    warp_amplitude_px: float = Field(2.0, ge=0.0)  # sd of the smooth elastic displacement at its control points
-    warp_scale_px: float = Field(256.0, gt=0.0)  # spacing of the elastic warp's control points (correlation length)
-    warp_grid_step_px: float = Field(16.0, gt=0.0)  # node spacing of the stored (bilinear, exact) warp grid
+    # max relative stretch/compression per axis, uniform in [1 - s, 1 + s]
+    stretch: float = Field(default=0.02, ge=0.0, lt=0.5)
+    # max section rotation, degrees, uniform in [-r, r]
+    rotation_deg: float = Field(default=1.0, ge=0.0, le=45.0)
+    # max section shift per axis, uniform in [-s, s]
+    shift_px: float = Field(default=10.0, ge=0.0)
+    # sd of the smooth elastic displacement at its control points
+    warp_amplitude_px: float = Field(default=2.0, ge=0.0)
+    # spacing of the elastic warp's control points (its correlation length)
+    warp_scale_px: float = Field(default=256.0, gt=0.0)
+    # node spacing of the stored warp grid (bilinear between nodes, and exact)
+    warp_grid_step_px: float = Field(default=16.0, gt=0.0)
     # -- change of microscope settings part-way through the stack
-    regime_change_at: float | None = Field(0.5, ge=0.0, le=1.0)  # fraction of sections after which settings change; None: never
-    regime_gain: float = Field(0.8, gt=0.0)  # contrast factor of the second regime
-    regime_offset: float = Field(20.0)  # brightness offset of the second regime, grey levels
-    regime_dwell_factor: float = Field(0.5, gt=0.0)  # dwell of the second regime / dwell_us
+    # fraction of the stack after which the settings change; None: never
+    regime_change_at: float | None = Field(default=0.5, ge=0.0, le=1.0)
+    # contrast factor of the second regime
+    regime_gain: float = Field(default=0.8, gt=0.0)
+    # brightness offset of the second regime, grey levels
+    regime_offset: float = 20.0
+    # dwell time of the second regime / dwell_us
+    regime_dwell_factor: float = Field(default=0.5, gt=0.0)
     # -- sections imaged twice (fast vs slow scan)
-    rescan_fraction: float = Field(0.1, ge=0.0, le=1.0)  # fraction of sections imaged a second time (scan 1)
-    rescan_dwell_factor: float = Field(4.0, gt=0.0)  # dwell of the re-imaging / the section's dwell (4: half the noise)
+    # fraction of sections imaged a second time (scan 1)
+    rescan_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    # dwell of the re-imaging / the section's dwell (4: half the noise)
+    rescan_dwell_factor: float = Field(default=4.0, gt=0.0)
     # -- defects (only with defects=True)
-    defects: bool = False  # switch on blank sections, folds, cracks and debris at the rates below
-    blank_fraction: float = Field(0.05, ge=0.0, le=1.0)  # fraction of blank (lost) sections
-    fold_fraction: float = Field(0.05, ge=0.0, le=1.0)  # fraction of sections with a fold
-    crack_fraction: float = Field(0.03, ge=0.0, le=1.0)  # fraction of sections with a crack
-    debris_fraction: float = Field(0.1, ge=0.0, le=1.0)  # fraction of sections with debris
-    fold_width_px: tuple[float, float] = (4.0, 12.0)  # range of the dark fold band width (hides 2x width of tissue)
-    crack_width_px: tuple[float, float] = (2.0, 6.0)  # range of the bright crack gap width
-    defect_decay_px: float = Field(60.0, gt=0.0)  # decay length of the tissue displacement beside a fold/crack
-    debris_count: tuple[int, int] = (1, 4)  # range of debris blobs on a section with debris
-    debris_radius_px: tuple[float, float] = (4.0, 24.0)  # range of debris blob radii
-    fold_gain: float = Field(0.35, ge=0.0)  # brightness factor of the folded (tripled) tissue
-    crack_value: float = 235.0  # grey level of a crack (bare substrate)
-    debris_value: float = 20.0  # grey level of debris
-    blank_value: float = 200.0  # grey level of a blank section
+    # switch on blank sections, folds, cracks and debris at the rates below
+    defects: bool = False
+    # fraction of blank (lost) sections
+    blank_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    # fraction of sections with a fold
+    fold_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    # fraction of sections with a crack
+    crack_fraction: float = Field(default=0.03, ge=0.0, le=1.0)
+    # fraction of sections with debris
+    debris_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    # range of the dark fold band's width (a fold hides twice its width of tissue)
+    fold_width_px: tuple[float, float] = (4.0, 12.0)
+    # range of the bright crack gap's width
+    crack_width_px: tuple[float, float] = (2.0, 6.0)
+    # decay length of the tissue displacement beside a fold or crack
+    defect_decay_px: float = Field(default=60.0, gt=0.0)
+    # range of the number of debris blobs on a section with debris
+    debris_count: tuple[int, int] = (1, 4)
+    # range of debris blob radii
+    debris_radius_px: tuple[float, float] = (4.0, 24.0)
+    # brightness factor of folded (tripled) tissue
+    fold_gain: float = Field(default=0.35, ge=0.0)
+    # grey level of a crack (bare substrate)
+    crack_value: float = 235.0
+    # grey level of debris
+    debris_value: float = 20.0
+    # grey level of a blank section
+    blank_value: float = 200.0
     # -- implementation
-    interpolation_order: int = Field(1, ge=0, le=5)  # spline order sampling the clean volume
-    png_compress_level: int = Field(1, ge=0, le=9)  # zlib level of the tile PNGs
+    # spline order sampling the clean volume (1: linear)
+    interpolation_order: int = Field(default=1, ge=0, le=5)
+    # zlib level of the tile PNGs
+    png_compress_level: int = Field(default=1, ge=0, le=9)
 
     @model_validator(mode="after")
     def _check(self) -> AcquisitionConfig:
-        mb.rings_of(self.beams)
+        try:
+            mb.rings_of(self.beams)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
         if 2 * self.fold_width_px[1] >= 2 * self.defect_decay_px:
-            raise ValueError("fold_width_px must stay below defect_decay_px (folds must not invert tissue)")
+            raise ValueError(
+                "fold_width_px must stay below defect_decay_px (folds must not invert tissue)"
+            )
         for name in ("fold_width_px", "crack_width_px", "debris_count", "debris_radius_px"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -183,11 +232,13 @@ class AcquisitionConfig(BaseModel):
 
 @dataclass
 class AcquisitionGroundTruth:
-    """The answers: true tile placement, lens, warp and defects (formulas in the module docstring)."""
+    """The answers: true tile placement, lens, warp and defects (formulas: module docstring)."""
 
     section_shape: tuple[int, int]  # (H, W) of the section canvas = volume slice
     resolution_nm: tuple[float, float, float]  # (z, y, x) of the clean volume
-    tiles: pd.DataFrame  # manifest columns + y_true, x_true, lens_k, gain, offset, vignetting, noise_sigma
+    tiles: (
+        pd.DataFrame
+    )  # manifest columns + y_true, x_true, lens_k, gain, offset, vignetting, noise_sigma
     sections: pd.DataFrame  # one row per section
     defects: pd.DataFrame  # one row per fold / crack / debris blob
     warp: np.ndarray  # (n_sections, 2, gh, gw) float64 volume (y, x) at the grid nodes
@@ -219,7 +270,9 @@ class _Readable(Protocol):
 
 
 # -- exact maps ------------------------------------------------------------------------------
-def _bilinear(grid: np.ndarray, origin: tuple[float, float], step: float, p: np.ndarray) -> np.ndarray:
+def _bilinear(
+    grid: np.ndarray, origin: tuple[float, float], step: float, p: np.ndarray
+) -> np.ndarray:
     """Bilinear interpolation of ``grid`` (2, gh, gw) at section points ``p`` (..., 2).
 
     Beyond the grid the nearest edge cell is extrapolated linearly (exact for affine maps).
@@ -248,31 +301,57 @@ def _tile_row(gt: AcquisitionGroundTruth, section: int, tile: int) -> Any:
     return row
 
 
-def true_tile_to_section(gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray) -> np.ndarray:
+def true_tile_to_section(
+    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
+) -> np.ndarray:
     """Section-frame points imaged by tile-frame points ``yx`` (..., 2) of tile ``tile_id``."""
     r = _tile_row(gt, section, tile)
-    return mb.tile_to_section(np.asarray(yx, float), np.array([r["y_true"], r["x_true"]]),
-                              (int(r["height"]), int(r["width"])), float(r["lens_k"]))
+    return mb.tile_to_section(
+        np.asarray(yx, float),
+        np.array([r["y_true"], r["x_true"]]),
+        (int(r["height"]), int(r["width"])),
+        float(r["lens_k"]),
+    )
 
 
-def section_to_tile(gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray) -> np.ndarray:
+def section_to_tile(
+    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
+) -> np.ndarray:
     """Tile-frame points of tile ``tile_id`` that image section-frame points ``yx`` (inverse)."""
     r = _tile_row(gt, section, tile)
-    return mb.section_to_tile(np.asarray(yx, float), np.array([r["y_true"], r["x_true"]]),
-                              (int(r["height"]), int(r["width"])), float(r["lens_k"]))
+    return mb.section_to_tile(
+        np.asarray(yx, float),
+        np.array([r["y_true"], r["x_true"]]),
+        (int(r["height"]), int(r["width"])),
+        float(r["lens_k"]),
+    )
 
 
 def section_to_volume(gt: AcquisitionGroundTruth, section: int, yx: np.ndarray) -> np.ndarray:
     """Volume ``(y, x)`` (slice z = section) of the tissue seen at section-frame points ``yx``."""
     p = np.asarray(yx, float)
-    q = _bilinear(gt.warp[section], gt.warp_origin_yx, gt.warp_step, p)
     d = gt.defects[gt.defects["section"] == section]
     if len(d):
-        q += dfx.displacement(d, p)
-    return q
+        p = p + dfx.displacement(d, p)
+    return _bilinear(gt.warp[section], gt.warp_origin_yx, gt.warp_step, p)
 
 
-def tile_to_volume(gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray) -> np.ndarray:
+def mirror_into_volume(yx: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
+    """Fold points beyond the volume back in (scipy ``mode="mirror"``: about edge pixel centres)."""
+    out = np.array(yx, float)
+    for a, n in enumerate(shape_yx):
+        if n == 1:
+            out[..., a] = 0.0
+            continue
+        period = 2 * (n - 1)
+        r = np.mod(out[..., a], period)
+        out[..., a] = np.where(r > n - 1, period - r, r)
+    return out
+
+
+def tile_to_volume(
+    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
+) -> np.ndarray:
     """Volume ``(y, x)`` imaged by tile-frame points ``yx`` of tile ``tile_id``."""
     return section_to_volume(gt, section, true_tile_to_section(gt, section, tile, yx))
 
@@ -285,15 +364,28 @@ def defect_codes(gt: AcquisitionGroundTruth, section: int, yx: np.ndarray) -> np
     return dfx.codes(gt.defects[gt.defects["section"] == section], p)
 
 
-def _raw(slice_: np.ndarray, q: np.ndarray, codes: np.ndarray | None, blank: bool,
-         cfg: AcquisitionConfig, gain: float, offset: float) -> np.ndarray:
+def _raw(
+    slice_: np.ndarray,
+    q: np.ndarray,
+    codes: np.ndarray | None,
+    blank: bool,
+    cfg: AcquisitionConfig,
+    gain: float,
+    offset: float,
+) -> np.ndarray:
     """Section intensity ``sec`` (float32) at volume points ``q`` with defect ``codes``."""
     if blank:
         raw = np.full(q.shape[:-1], cfg.blank_value, np.float32)
     else:
         coords = np.moveaxis(q, -1, 0).reshape(2, -1)
-        raw = ndimage.map_coordinates(slice_, coords, order=cfg.interpolation_order, mode="mirror",
-                                      output=np.float32, prefilter=False).reshape(q.shape[:-1])
+        raw = ndimage.map_coordinates(
+            slice_,
+            coords,
+            order=cfg.interpolation_order,
+            mode="mirror",
+            output=np.float32,
+            prefilter=False,
+        ).reshape(q.shape[:-1])
         if codes is not None:
             raw[codes == dfx.FOLD] *= cfg.fold_gain
             raw[codes == dfx.CRACK] = cfg.crack_value
@@ -304,12 +396,18 @@ def _raw(slice_: np.ndarray, q: np.ndarray, codes: np.ndarray | None, blank: boo
 def _prepared_slice(volume: np.ndarray, z: int, order: int) -> np.ndarray:
     s = volume[z]
     if order > 1:
-        return ndimage.spline_filter(s.astype(np.float32), order=order, mode="mirror", output=np.float32)
+        return ndimage.spline_filter(
+            s.astype(np.float32), order=order, mode="mirror", output=np.float32
+        )
     return s
 
 
-def render_section(volume: np.ndarray, gt: AcquisitionGroundTruth, section: int,
-                   config: AcquisitionConfig | None = None) -> np.ndarray:
+def render_section(
+    volume: np.ndarray,
+    gt: AcquisitionGroundTruth,
+    section: int,
+    config: AcquisitionConfig | None = None,
+) -> np.ndarray:
     """The warped section (``sec`` of the intensity model) on the section canvas, float32 (H, W).
 
     This is what perfectly stitched tiles with their gains, vignetting, noise and lens
@@ -317,13 +415,22 @@ def render_section(volume: np.ndarray, gt: AcquisitionGroundTruth, section: int,
     """
     cfg = config or AcquisitionConfig()
     H, W = gt.section_shape
-    p = np.stack(np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1)
+    p = np.stack(
+        np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
+    )
     s = gt.sections.iloc[section]
     q = section_to_volume(gt, section, p)
     has_def = bool((gt.defects["section"] == section).any())
     codes = defect_codes(gt, section, p) if has_def else None
-    return _raw(_prepared_slice(volume, section, cfg.interpolation_order), q, codes, bool(s["blank"]),
-                cfg, float(s["regime_gain"]), float(s["regime_offset"]))
+    return _raw(
+        _prepared_slice(volume, section, cfg.interpolation_order),
+        q,
+        codes,
+        bool(s["blank"]),
+        cfg,
+        float(s["regime_gain"]),
+        float(s["regime_offset"]),
+    )
 
 
 # -- simulation ------------------------------------------------------------------------------
@@ -332,8 +439,9 @@ def _pick(rng: np.random.Generator, pool: np.ndarray, fraction: float) -> set[in
     return {int(i) for i in rng.choice(pool, size=k, replace=False)} if k else set()
 
 
-def _section_warp(rng: np.random.Generator, cfg: AcquisitionConfig, shape: tuple[int, int],
-                  nodes: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+def _section_warp(
+    rng: np.random.Generator, cfg: AcquisitionConfig, shape: tuple[int, int], nodes: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
     """Warp grid (2, gh, gw) at section-frame ``nodes`` (gh, gw, 2) and the affine parameters."""
     sy, sx = 1 + rng.uniform(-cfg.stretch, cfg.stretch, size=2)
     theta = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)
@@ -341,7 +449,9 @@ def _section_warp(rng: np.random.Generator, cfg: AcquisitionConfig, shape: tuple
     c = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
     t = math.radians(theta)
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    a = rot @ np.diag([1 / sy, 1 / sx])  # section point -> tissue point (section = tissue * stretch)
+    a = rot @ np.diag(
+        [1 / sy, 1 / sx]
+    )  # section point -> tissue point (section = tissue * stretch)
     q = c + (nodes - c) @ a.T + shift
     # smooth elastic part: random control points every warp_scale_px, cubic spline between them
     lo, hi = nodes[0, 0], nodes[-1, -1]
@@ -351,13 +461,49 @@ def _section_warp(rng: np.random.Generator, cfg: AcquisitionConfig, shape: tuple
     coords = np.moveaxis(idx, -1, 0)
     for k in range(2):
         q[..., k] += ndimage.map_coordinates(ctrl[k], coords, order=3, mode="nearest")
-    params = dict(stretch_y=float(sy), stretch_x=float(sx), rotation_deg=float(theta),
-                  shift_y=float(shift[0]), shift_x=float(shift[1]))
+    params = dict(
+        stretch_y=float(sy),
+        stretch_x=float(sx),
+        rotation_deg=float(theta),
+        shift_y=float(shift[0]),
+        shift_x=float(shift[1]),
+    )
     return np.moveaxis(q, -1, 0).copy(), params
 
 
-def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, float],
-                         config: AcquisitionConfig | None = None, seed: int = 0) -> Acquisition:
+JITTER_BOUND = 2.0 / 0.8796  # |jitter| <= 2.27 sd: a standard normal truncated at 2 has sd 0.8796
+
+
+def _truncated_normal(rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+    """Normal samples truncated at +-2, rescaled to unit sd (so |value| <= JITTER_BOUND)."""
+    z = rng.standard_normal(size)
+    bad = np.abs(z) > 2
+    while bad.any():  # rejection keeps the result deterministic for a given generator
+        z[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(z) > 2
+    return z / 0.8796
+
+
+def _jitter(cfg: AcquisitionConfig, tile_shape: tuple[int, int]) -> float:
+    """Stage jitter sd; refuses one letting neighbouring tiles part (gaps no stitcher can fill)."""
+    overlap_px = cfg.overlap * min(tile_shape)
+    if cfg.stage_jitter_px is None:
+        return max(overlap_px - 1.0, 0.0) / 6
+    if 2 * JITTER_BOUND * cfg.stage_jitter_px >= overlap_px:
+        raise ConfigError(
+            f"stage_jitter_px={cfg.stage_jitter_px} can open gaps between tiles that overlap by "
+            f"{overlap_px:.1f} px; use at most {overlap_px / (2 * JITTER_BOUND):.2f} "
+            "or larger tiles"
+        )
+    return float(cfg.stage_jitter_px)
+
+
+def simulate_acquisition(
+    volume: np.ndarray,
+    resolution_nm: tuple[float, float, float],
+    config: AcquisitionConfig | None = None,
+    seed: int = 0,
+) -> Acquisition:
     """Cut ``volume`` (uint8, (z, y, x)) into sections and image each with a multi-beam SEM.
 
     Pure and in memory; same inputs and seed, same output.  Formats: module docstring.
@@ -365,14 +511,29 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
     cfg = config or AcquisitionConfig()
     volume = np.asarray(volume)
     if volume.ndim != 3 or volume.dtype != np.uint8:
-        raise InputError(f"acquisition needs a uint8 (z, y, x) volume, got {volume.dtype} {volume.shape}")
+        raise InputError(
+            f"acquisition needs a uint8 (z, y, x) volume, got {volume.dtype} {volume.shape}"
+        )
     if len(resolution_nm) != 3 or min(resolution_nm) <= 0:
-        raise InputError(f"resolution_nm must be three positive numbers (z, y, x), got {resolution_nm}")
-    res = tuple(float(r) for r in resolution_nm)
+        raise InputError(
+            f"resolution_nm must be three positive numbers (z, y, x), got {resolution_nm}"
+        )
+    res = (float(resolution_nm[0]), float(resolution_nm[1]), float(resolution_nm[2]))
     n, H, W = volume.shape
     lens_margin = cfg.lens_distortion_px * (1 + 3 * cfg.lens_spread)
-    layout = mb.plan_layout((H, W), cfg.beams, cfg.overlap, cfg.tile_aspect, cfg.tile_width_px,
-                            margin=4 * cfg.stage_jitter_px + lens_margin + 1)
+    jitter = cfg.stage_jitter_px or 0.0
+    for _ in range(
+        2 if cfg.stage_jitter_px is None else 1
+    ):  # the auto jitter depends on the tile size
+        layout = mb.plan_layout(
+            (H, W),
+            cfg.beams,
+            cfg.overlap,
+            cfg.tile_aspect,
+            cfg.tile_width_px,
+            margin=JITTER_BOUND * jitter * 1.05 + lens_margin + 1,
+        )
+        jitter = _jitter(cfg, layout.tile_shape)
     h, w = layout.tile_shape
     T = len(layout.beam)
     R = mb.lens_radius((h, w))
@@ -380,7 +541,9 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
     root = np.random.SeedSequence(int(seed))
     stack_ss, beam_ss, *sec_ss = root.spawn(2 + n)
     stack_rng, beam_rng = np.random.default_rng(stack_ss), np.random.default_rng(beam_ss)
-    k_beam = cfg.lens_distortion_px / R * (1 + cfg.lens_spread * beam_rng.standard_normal(cfg.beams))
+    k_beam = (
+        cfg.lens_distortion_px / R * (1 + cfg.lens_spread * beam_rng.standard_normal(cfg.beams))
+    )
     lens_k = k_beam[layout.beam]
 
     # which sections are blank / folded / ... / re-imaged, and their settings regime
@@ -395,7 +558,7 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
     z_change = n if cfg.regime_change_at is None else int(round(cfg.regime_change_at * n))
 
     # the stored warp grid covers every tile wherever jitter puts it
-    pad = 8 * cfg.stage_jitter_px + 2 * lens_margin + 2 + cfg.warp_grid_step_px
+    pad = 2 * JITTER_BOUND * jitter + 2 * lens_margin + 2 + cfg.warp_grid_step_px
     step = float(cfg.warp_grid_step_px)
     lo = np.floor((layout.top_left.min(0) - pad) / step) * step
     hi = layout.top_left.max(0) + np.array([h, w]) + pad
@@ -407,9 +570,15 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
     c = np.array([(h - 1) / 2, (w - 1) / 2])
     d = np.stack(np.meshgrid(np.arange(h) - c[0], np.arange(w) - c[1], indexing="ij"), -1)
     rho2 = (d**2).sum(-1) / R**2
-    canvas = np.stack(np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1)
+    canvas = np.stack(
+        np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
+    )
 
-    warps, sec_rows, def_rows, tile_rows, tiles = [], [], [], [], []
+    warps: list[np.ndarray] = []
+    sec_rows: list[dict[str, Any]] = []
+    def_rows: list[dict[str, Any]] = []
+    tile_rows: list[dict[str, Any]] = []
+    tiles: list[np.ndarray] = []
     masks = np.zeros((n, H, W), np.uint8)
     for z in range(n):
         rng = np.random.default_rng(sec_ss[z])
@@ -419,9 +588,17 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
         r_gain, r_off = (cfg.regime_gain, cfg.regime_offset) if regime else (1.0, 0.0)
         dwell = cfg.dwell_us * (cfg.regime_dwell_factor if regime else 1.0)
         my_kinds = {k for k, zs in kinds.items() if z in zs}
-        rows = dfx.sample_section_defects(rng, z, (H, W), my_kinds, cfg.fold_width_px,
-                                          cfg.crack_width_px, cfg.defect_decay_px,
-                                          cfg.debris_count, cfg.debris_radius_px)
+        rows = dfx.sample_section_defects(
+            rng,
+            z,
+            (H, W),
+            my_kinds,
+            cfg.fold_width_px,
+            cfg.crack_width_px,
+            cfg.defect_decay_px,
+            cfg.debris_count,
+            cfg.debris_radius_px,
+        )
         def_rows += rows
         sec_def = pd.DataFrame(rows, columns=dfx.COLUMNS) if rows else None
         is_blank = z in blank
@@ -429,44 +606,80 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
             masks[z] = dfx.BLANK
         elif sec_def is not None:
             masks[z] = dfx.codes(sec_def, canvas)
-        status = "blank" if is_blank else next((k for k in ("fold", "crack", "debris") if k in my_kinds), "ok")
+        status = (
+            "blank"
+            if is_blank
+            else next((k for k in ("fold", "crack", "debris") if k in my_kinds), "ok")
+        )
         n_scans = 2 if z in rescan else 1
-        sec_rows.append(dict(section=z, status=status, blank=is_blank, fold="fold" in my_kinds,
-                             crack="crack" in my_kinds, debris="debris" in my_kinds, n_scans=n_scans,
-                             regime=regime, regime_gain=r_gain, regime_offset=r_off, dwell_us=dwell,
-                             **affine))
+        sec_rows.append(
+            dict(
+                section=z,
+                status=status,
+                blank=is_blank,
+                fold="fold" in my_kinds,
+                crack="crack" in my_kinds,
+                debris="debris" in my_kinds,
+                n_scans=n_scans,
+                regime=regime,
+                regime_gain=r_gain,
+                regime_offset=r_off,
+                dwell_us=dwell,
+                **affine,
+            )
+        )
         slice_ = _prepared_slice(volume, z, cfg.interpolation_order)
         for scan in range(n_scans):
-            jit = rng.normal(0.0, cfg.stage_jitter_px, size=(T, 2))
+            jit = jitter * _truncated_normal(rng, (T, 2))
             true_tl = layout.top_left + jit
             gain = 1 + cfg.tile_gain_sd * rng.standard_normal(T)
             off = cfg.tile_offset_sd * rng.standard_normal(T)
             vig = cfg.vignetting * rng.uniform(0.8, 1.2, size=T)
             dw = dwell * (cfg.rescan_dwell_factor if scan else 1.0)
             sigma = cfg.noise_sigma * math.sqrt(cfg.dwell_us / dw)
-            p = (true_tl + c)[:, None, None, :] + d[None] * (1 + lens_k[:, None, None, None] * rho2[None, ..., None])
-            q = _bilinear(warp, (float(lo[0]), float(lo[1])), step, p)
+            p = (true_tl + c)[:, None, None, :] + d[None] * (
+                1 + lens_k[:, None, None, None] * rho2[None, ..., None]
+            )
             codes = None
             if sec_def is not None and not is_blank:
-                q += dfx.displacement(sec_def, p)
                 codes = dfx.codes(sec_def, p)
+                p = p + dfx.displacement(sec_def, p)
+            q = _bilinear(warp, (float(lo[0]), float(lo[1])), step, p)
             img = _raw(slice_, q, codes, is_blank, cfg, r_gain, r_off)
-            img = (img * gain[:, None, None].astype(np.float32) + off[:, None, None].astype(np.float32))
+            img = img * gain[:, None, None].astype(np.float32) + off[:, None, None].astype(
+                np.float32
+            )
             img *= (1 - vig[:, None, None] * rho2[None]).astype(np.float32)
             img += np.float32(sigma) * rng.standard_normal(img.shape, dtype=np.float32)
             img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
             base = len(tile_rows)
             for i in range(T):
                 m, b = int(layout.mfov[i]), int(layout.beam[i])
-                tile_rows.append(dict(
-                    tile_id=base + i, section=z, scan=scan, mfov=m, beam=b,
-                    key=f"tiles/{z:05d}/{scan}/{m:03d}_{b:02d}.png", height=h, width=w,
-                    y=float(layout.top_left[i, 0]), x=float(layout.top_left[i, 1]),
-                    stage_y_nm=float(layout.top_left[i, 0]) * res[1],
-                    stage_x_nm=float(layout.top_left[i, 1]) * res[2],
-                    dwell_us=dw, regime=regime, y_true=float(true_tl[i, 0]), x_true=float(true_tl[i, 1]),
-                    lens_k=float(lens_k[i]), gain=float(gain[i]), offset=float(off[i]),
-                    vignetting=float(vig[i]), noise_sigma=sigma))
+                tile_rows.append(
+                    dict(
+                        tile_id=base + i,
+                        section=z,
+                        scan=scan,
+                        mfov=m,
+                        beam=b,
+                        key=f"tiles/{z:05d}/{scan}/{m:03d}_{b:02d}.png",
+                        height=h,
+                        width=w,
+                        y=float(layout.top_left[i, 0]),
+                        x=float(layout.top_left[i, 1]),
+                        stage_y_nm=float(layout.top_left[i, 0]) * res[1],
+                        stage_x_nm=float(layout.top_left[i, 1]) * res[2],
+                        dwell_us=dw,
+                        regime=regime,
+                        y_true=float(true_tl[i, 0]),
+                        x_true=float(true_tl[i, 1]),
+                        lens_k=float(lens_k[i]),
+                        gain=float(gain[i]),
+                        offset=float(off[i]),
+                        vignetting=float(vig[i]),
+                        noise_sigma=sigma,
+                    )
+                )
                 tiles.append(img[i])
 
     gt_tiles = pd.DataFrame(tile_rows)
@@ -474,23 +687,53 @@ def simulate_acquisition(volume: np.ndarray, resolution_nm: tuple[float, float, 
     defects_df = pd.DataFrame(def_rows, columns=dfx.COLUMNS) if def_rows else dfx.empty_table()
     defects_df = defects_df.astype({"section": "int64"})
     gt = AcquisitionGroundTruth(
-        section_shape=(H, W), resolution_nm=res, tiles=gt_tiles, sections=pd.DataFrame(sec_rows),
-        defects=defects_df.reset_index(drop=True), warp=np.stack(warps),
-        warp_origin_yx=(float(lo[0]), float(lo[1])), warp_step=step, masks=masks)
-    meta = {"format": FORMAT, "n_sections": n, "section_shape_yx": [H, W], "resolution_nm": list(res),
-            "tile_shape_yx": [h, w], "beams": cfg.beams, "overlap": cfg.overlap,
-            "n_tiles": len(tiles), "seed": int(seed), "config": cfg.model_dump(mode="json")}
+        section_shape=(H, W),
+        resolution_nm=res,
+        tiles=gt_tiles,
+        sections=pd.DataFrame(sec_rows),
+        defects=defects_df.reset_index(drop=True),
+        warp=np.stack(warps),
+        warp_origin_yx=(float(lo[0]), float(lo[1])),
+        warp_step=step,
+        masks=masks,
+    )
+    meta = {
+        "format": FORMAT,
+        "n_sections": n,
+        "section_shape_yx": [H, W],
+        "resolution_nm": list(res),
+        "tile_shape_yx": [h, w],
+        "beams": cfg.beams,
+        "overlap": cfg.overlap,
+        "n_tiles": len(tiles),
+        "seed": int(seed),
+        "config": cfg.model_dump(mode="json"),
+    }
     return Acquisition(manifest=manifest, tiles=tiles, groundtruth=gt, meta=meta)
 
 
-MANIFEST_COLUMNS = ["tile_id", "section", "scan", "mfov", "beam", "key", "height", "width", "y", "x",
-                    "stage_y_nm", "stage_x_nm", "dwell_us", "regime"]
+MANIFEST_COLUMNS = [
+    "tile_id",
+    "section",
+    "scan",
+    "mfov",
+    "beam",
+    "key",
+    "height",
+    "width",
+    "y",
+    "x",
+    "stage_y_nm",
+    "stage_x_nm",
+    "dwell_us",
+    "regime",
+]
 
 
 # -- workspace I/O ---------------------------------------------------------------------------
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, allow_pickle=False, **arrays)
     return buf.getvalue()
 
 
@@ -499,7 +742,9 @@ def encode_png(tile: np.ndarray, compress_level: int = 1) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(tile), mode="L").save(buf, format="PNG", compress_level=compress_level)
+    Image.fromarray(np.ascontiguousarray(tile), mode="L").save(
+        buf, format="PNG", compress_level=compress_level
+    )
     return buf.getvalue()
 
 
@@ -511,7 +756,7 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def write_acquisition(acq: Acquisition, ws: _Writable) -> None:
-    """Write tiles, ground truth, then manifest and ``tiles/acquisition.json`` (last: the done-marker)."""
+    """Write tiles, ground truth, then manifest and ``tiles/acquisition.json`` (the done-marker)."""
     level = int(acq.meta.get("config", {}).get("png_compress_level", 1))
     for key, tile in zip(acq.manifest["key"], acq.tiles, strict=True):
         ws.write_bytes(key, encode_png(tile, level))
@@ -519,8 +764,12 @@ def write_acquisition(acq: Acquisition, ws: _Writable) -> None:
     ws.write_table(GT_PREFIX + "tiles.parquet", gt.tiles)
     ws.write_table(GT_PREFIX + "sections.parquet", gt.sections)
     ws.write_table(GT_PREFIX + "defects.parquet", gt.defects)
-    ws.write_bytes(GT_PREFIX + "warp.npz", _npz_bytes(warp=gt.warp, origin_yx=np.array(gt.warp_origin_yx),
-                                                      step=np.array(gt.warp_step)))
+    ws.write_bytes(
+        GT_PREFIX + "warp.npz",
+        _npz_bytes(
+            warp=gt.warp, origin_yx=np.array(gt.warp_origin_yx), step=np.array(gt.warp_step)
+        ),
+    )
     ws.write_bytes(GT_PREFIX + "masks.npz", _npz_bytes(masks=gt.masks))
     ws.write_table(MANIFEST_KEY, acq.manifest)
     ws.write_json(META_KEY, acq.meta)
@@ -543,9 +792,13 @@ def load_groundtruth(ws: _Readable) -> AcquisitionGroundTruth:
     masks = np.load(io.BytesIO(ws.read_bytes(GT_PREFIX + "masks.npz")))["masks"]
     H, W = meta["section_shape_yx"]
     return AcquisitionGroundTruth(
-        section_shape=(int(H), int(W)), resolution_nm=tuple(meta["resolution_nm"]),  # type: ignore[arg-type]
+        section_shape=(int(H), int(W)),
+        resolution_nm=tuple(meta["resolution_nm"]),  # type: ignore[arg-type]
         tiles=ws.read_table(GT_PREFIX + "tiles.parquet"),
         sections=ws.read_table(GT_PREFIX + "sections.parquet"),
         defects=ws.read_table(GT_PREFIX + "defects.parquet"),
-        warp=warp["warp"], warp_origin_yx=tuple(float(v) for v in warp["origin_yx"]),  # type: ignore[arg-type]
-        warp_step=float(warp["step"]), masks=masks)
+        warp=warp["warp"],
+        warp_origin_yx=tuple(float(v) for v in warp["origin_yx"]),  # type: ignore[arg-type]
+        warp_step=float(warp["step"]),
+        masks=masks,
+    )

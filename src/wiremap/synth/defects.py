@@ -18,8 +18,20 @@ import pandas as pd
 
 TISSUE, FOLD, CRACK, DEBRIS, BLANK = 0, 1, 2, 3, 4
 KIND_CODE = {"fold": FOLD, "crack": CRACK, "debris": DEBRIS}
-COLUMNS = ["section", "kind", "y", "x", "ny", "nx", "width", "jump", "decay", "ry", "rx",
-           "angle_deg"]
+COLUMNS = [
+    "section",
+    "kind",
+    "y",
+    "x",
+    "ny",
+    "nx",
+    "width",
+    "jump",
+    "decay",
+    "ry",
+    "rx",
+    "angle_deg",
+]
 
 
 def empty_table() -> pd.DataFrame:
@@ -30,25 +42,48 @@ def empty_table() -> pd.DataFrame:
     return df
 
 
-def _line(rng: np.random.Generator, section: int, kind: str, shape: tuple[int, int],
-          width: float, decay: float) -> dict:
+def _line(
+    rng: np.random.Generator,
+    section: int,
+    kind: str,
+    shape: tuple[int, int],
+    width: float,
+    decay: float,
+) -> dict:
     H, W = shape
     y = rng.uniform(0.2, 0.8) * (H - 1)
     x = rng.uniform(0.2, 0.8) * (W - 1)
     a = rng.uniform(0, math.pi)
-    if kind == "fold":
-        jump = 2.0 * width  # a fold doubles the tissue over: 2 layers hidden under the band
-    else:  # crack: the two edges of the gap map to the same line of tissue
-        jump = -width * math.exp(width / (2 * decay))
-    return dict(section=section, kind=kind, y=y, x=x, ny=math.sin(a), nx=math.cos(a),
-                width=width, jump=jump, decay=decay, ry=0.0, rx=0.0, angle_deg=0.0)
+    # a fold doubles the tissue over (2 layers hidden under the band); the two edges of a
+    # crack map to the same line of tissue
+    jump = 2.0 * width if kind == "fold" else -width * math.exp(width / (2 * decay))
+    return dict(
+        section=section,
+        kind=kind,
+        y=y,
+        x=x,
+        ny=math.sin(a),
+        nx=math.cos(a),
+        width=width,
+        jump=jump,
+        decay=decay,
+        ry=0.0,
+        rx=0.0,
+        angle_deg=0.0,
+    )
 
 
-def sample_section_defects(rng: np.random.Generator, section: int, shape: tuple[int, int],
-                           kinds: set[str], fold_width: tuple[float, float],
-                           crack_width: tuple[float, float], decay: float,
-                           debris_count: tuple[int, int],
-                           debris_radius: tuple[float, float]) -> list[dict]:
+def sample_section_defects(
+    rng: np.random.Generator,
+    section: int,
+    shape: tuple[int, int],
+    kinds: set[str],
+    fold_width: tuple[float, float],
+    crack_width: tuple[float, float],
+    decay: float,
+    debris_count: tuple[int, int],
+    debris_radius: tuple[float, float],
+) -> list[dict]:
     """Random defects of the given ``kinds`` for one section (rows of a defect table)."""
     rows: list[dict] = []
     if "fold" in kinds:
@@ -59,10 +94,22 @@ def sample_section_defects(rng: np.random.Generator, section: int, shape: tuple[
         H, W = shape
         for _ in range(int(rng.integers(debris_count[0], debris_count[1] + 1))):
             r = rng.uniform(*debris_radius)
-            rows.append(dict(section=section, kind="debris", y=rng.uniform(0, H - 1),
-                             x=rng.uniform(0, W - 1), ny=0.0, nx=0.0, width=0.0, jump=0.0,
-                             decay=0.0, ry=r * rng.uniform(0.6, 1.0), rx=r * rng.uniform(0.6, 1.0),
-                             angle_deg=rng.uniform(0, 180)))
+            rows.append(
+                dict(
+                    section=section,
+                    kind="debris",
+                    y=rng.uniform(0, H - 1),
+                    x=rng.uniform(0, W - 1),
+                    ny=0.0,
+                    nx=0.0,
+                    width=0.0,
+                    jump=0.0,
+                    decay=0.0,
+                    ry=r * rng.uniform(0.6, 1.0),
+                    rx=r * rng.uniform(0.6, 1.0),
+                    angle_deg=rng.uniform(0, 180),
+                )
+            )
     return rows
 
 

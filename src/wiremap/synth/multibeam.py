@@ -58,8 +58,13 @@ class TileLayout:
         return self.top_left + np.array([(h - 1) / 2, (w - 1) / 2])
 
 
-def _centres(beams: int, tile_shape: tuple[int, int], overlap: float, mfovs_axial: np.ndarray,
-             origin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+def _centres(
+    beams: int,
+    tile_shape: tuple[int, int],
+    overlap: float,
+    mfovs_axial: np.ndarray,
+    origin: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
     n = rings_of(beams)
     h, w = tile_shape
     dy, dx = h * (1 - overlap), w * (1 - overlap)
@@ -74,8 +79,9 @@ def _centres(beams: int, tile_shape: tuple[int, int], overlap: float, mfovs_axia
     return m_idx, b_idx, np.stack([cy.ravel(), cx.ravel()], -1), (dy, dx)
 
 
-def _boundary_covered(centres: np.ndarray, tile_shape: tuple[int, int], lo: np.ndarray,
-                      hi: np.ndarray) -> bool:
+def _boundary_covered(
+    centres: np.ndarray, tile_shape: tuple[int, int], lo: np.ndarray, hi: np.ndarray
+) -> bool:
     """Whether the boundary of the box [lo, hi] lies inside the union of tiles.
 
     The union of lattice tiles with positive overlap has no holes, so a covered
@@ -85,10 +91,14 @@ def _boundary_covered(centres: np.ndarray, tile_shape: tuple[int, int], lo: np.n
     xs = np.arange(lo[1], hi[1] + 1.0)
     ys = np.append(ys, hi[0])
     xs = np.append(xs, hi[1])
-    pts = np.concatenate([
-        np.stack([ys, np.full_like(ys, lo[1])], -1), np.stack([ys, np.full_like(ys, hi[1])], -1),
-        np.stack([np.full_like(xs, lo[0]), xs], -1), np.stack([np.full_like(xs, hi[0]), xs], -1),
-    ])
+    pts = np.concatenate(
+        [
+            np.stack([ys, np.full_like(ys, lo[1])], -1),
+            np.stack([ys, np.full_like(ys, hi[1])], -1),
+            np.stack([np.full_like(xs, lo[0]), xs], -1),
+            np.stack([np.full_like(xs, hi[0]), xs], -1),
+        ]
+    )
     half = np.array(tile_shape, float) / 2
     inside = np.zeros(len(pts), bool)
     for c in centres:
@@ -96,8 +106,14 @@ def _boundary_covered(centres: np.ndarray, tile_shape: tuple[int, int], lo: np.n
     return bool(inside.all())
 
 
-def plan_layout(section_shape: tuple[int, int], beams: int, overlap: float, tile_aspect: float,
-                tile_width: int | None, margin: float) -> TileLayout:
+def plan_layout(
+    section_shape: tuple[int, int],
+    beams: int,
+    overlap: float,
+    tile_aspect: float,
+    tile_width: int | None,
+    margin: float,
+) -> TileLayout:
     """Nominal layout covering the section canvas plus ``margin`` px on every side.
 
     With ``tile_width=None`` the tile size is the smallest for which one mFoV centred on
@@ -147,8 +163,13 @@ def plan_layout(section_shape: tuple[int, int], beams: int, overlap: float, tile
         m_idx, b_idx, c = m_idx[srt], b_idx[srt], c[srt]
     h, w = shp
     top_left = c - np.array([(h - 1) / 2, (w - 1) / 2])
-    return TileLayout(tile_shape=shp, step_yx=step, mfov=m_idx.astype(np.int64),
-                      beam=b_idx.astype(np.int64), top_left=top_left)
+    return TileLayout(
+        tile_shape=shp,
+        step_yx=step,
+        mfov=m_idx.astype(np.int64),
+        beam=b_idx.astype(np.int64),
+        top_left=top_left,
+    )
 
 
 def lens_radius(tile_shape: tuple[int, int]) -> float:
@@ -157,8 +178,9 @@ def lens_radius(tile_shape: tuple[int, int]) -> float:
     return math.hypot(h - 1, w - 1) / 2
 
 
-def tile_to_section(yx: np.ndarray, top_left: np.ndarray, tile_shape: tuple[int, int],
-                    lens_k: float | np.ndarray) -> np.ndarray:
+def tile_to_section(
+    yx: np.ndarray, top_left: np.ndarray, tile_shape: tuple[int, int], lens_k: float | np.ndarray
+) -> np.ndarray:
     """Map tile-frame points to the section frame with the radial lens model.
 
     ``p = top_left + c + d (1 + k |d|^2 / R^2)`` with ``d = yx - c``, ``c`` the tile centre.
@@ -172,9 +194,14 @@ def tile_to_section(yx: np.ndarray, top_left: np.ndarray, tile_shape: tuple[int,
     return np.asarray(top_left, float) + c + d * (1 + k * rho2)
 
 
-def section_to_tile(p: np.ndarray, top_left: np.ndarray, tile_shape: tuple[int, int],
-                    lens_k: float | np.ndarray, iterations: int = 30) -> np.ndarray:
-    """Inverse of :func:`tile_to_section` (fixed-point iteration; exact to ~1e-9 px for |k| < 0.2)."""
+def section_to_tile(
+    p: np.ndarray,
+    top_left: np.ndarray,
+    tile_shape: tuple[int, int],
+    lens_k: float | np.ndarray,
+    iterations: int = 30,
+) -> np.ndarray:
+    """Inverse of :func:`tile_to_section` (fixed-point iteration; ~1e-9 px for |k| < 0.2)."""
     h, w = tile_shape
     c = np.array([(h - 1) / 2, (w - 1) / 2])
     e = np.asarray(p, float) - np.asarray(top_left, float) - c  # = d (1 + k rho^2)
