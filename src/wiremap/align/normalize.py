@@ -1,0 +1,98 @@
+"""Contrast normalisation and defect masks of EM sections, for matching.
+
+* ``normalize_section``: histogram equalisation through a 256-entry look-up
+  table built from a strided sample of the tissue.  Any monotone change of
+  microscope settings (brightness, contrast, gamma) maps to the same output,
+  and the result stays uint8 (1 byte/pixel: a 16k section is 256 MB, not 1 GB).
+* ``clahe``: scikit-image's CLAHE, for small images and overlays.
+* ``tissue_mask`` / ``is_blank``: where there is tissue; a section with
+  almost none is blank (missing, or imaged off the tissue).
+* ``fold_mask``: folds and cracks show up as wide bands far darker (folds) or
+  brighter (cracks) than tissue; thin membranes vanish under a Gaussian of a
+  few pixels, the bands do not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from skimage import exposure
+
+
+def _sample(img: Any, max_pixels: int = 1 << 20) -> np.ndarray:
+    h, w = (int(n) for n in img.shape[-2:])
+    step = max(1, int(np.sqrt(h * w / max_pixels)))
+    return np.asarray(img[::step, ::step])
+
+
+def normalize_section(img: Any, mask: np.ndarray | None = None) -> np.ndarray:
+    """uint8 histogram-equalised copy of ``img`` (look-up table from a strided sample)."""
+    a = np.asarray(img)
+    s = _sample(a).astype(np.float32).ravel()
+    if mask is not None:
+        ms = _sample(np.asarray(mask, bool)).ravel()
+        if ms.sum() > 100:
+            s = s[ms]
+    if a.dtype == np.uint8:
+        hist = np.bincount(s.astype(np.uint8), minlength=256).astype(np.float64)
+        cdf = np.cumsum(hist)
+        # mid-rank of each grey value, so ties map to their centre
+        lut = np.clip(255.0 * (cdf - 0.5 * hist) / max(cdf[-1], 1.0), 0, 255).astype(np.uint8)
+        return lut[a]
+    qs = np.quantile(s, np.linspace(0, 1, 257))
+    out = np.interp(a.astype(np.float32), qs, np.linspace(0, 255, 257))
+    return out.astype(np.uint8)
+
+
+def clahe(img: np.ndarray, kernel_size: int | None = None, clip_limit: float = 0.01) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (float32 in [0, 1])."""
+    a = np.asarray(img, np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return exposure.equalize_adapthist(a, kernel_size=kernel_size,
+                                       clip_limit=clip_limit).astype(np.float32)
+
+
+def tissue_mask(img: np.ndarray, sigma: float = 4.0, min_std: float = 2.0) -> np.ndarray:
+    """True where the image has texture (local standard deviation above ``min_std`` grey levels)."""
+    a = np.asarray(img, np.float32)
+    m = ndimage.gaussian_filter(a, sigma)
+    v = ndimage.gaussian_filter(a * a, sigma) - m * m
+    return np.sqrt(np.maximum(v, 0)) > min_std
+
+
+def is_blank(img: Any, min_tissue: float = 0.05) -> bool:
+    """A section is blank when less than ``min_tissue`` of it (sampled) has texture."""
+    s = _sample(img, 1 << 18)
+    return float(tissue_mask(s, sigma=2.0).mean()) < min_tissue
+
+
+def fold_mask(img: Any, sigma: float = 2.0, dark: float = 0.25, bright: float = 1.8,
+              min_area: int = 200, min_extent: float = 0.2, grow: int = 3) -> np.ndarray:
+    """True on fold (dark) and crack (bright) bands: smoothed intensity far from the median.
+
+    ``dark``/``bright`` are fractions of the median smoothed tissue intensity.
+    A band must cover ``min_area`` pixels and span at least ``min_extent`` of
+    the shorter image side (folds and cracks are long; dark cell bodies are
+    not); kept bands are grown by ``grow`` pixels.
+    """
+    a = np.asarray(img, np.float32)
+    g = ndimage.gaussian_filter(a, sigma)
+    med = float(np.median(g))
+    cand = (g < dark * med) | (g > bright * med) if med > 0 else np.zeros(a.shape, bool)
+    if not cand.any():
+        return cand
+    lab, n = ndimage.label(cand)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = sizes >= min_area
+    keep[0] = False
+    span = min_extent * min(a.shape)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if keep[i] and sl is not None:
+            keep[i] = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= span
+    out = keep[lab]
+    if grow > 0 and out.any():
+        out = ndimage.binary_dilation(out, iterations=grow)
+    return out
