@@ -80,6 +80,10 @@ def kvstore_spec(url: str) -> dict[str, Any]:
         if endpoint:
             spec["endpoint"] = endpoint
         spec["aws_region"] = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+            # Keys in the environment: use them directly instead of the default chain, which
+            # also probes ~/.aws/config and logs errors on every open when that file is absent.
+            spec["aws_credentials"] = {"type": "environment"}
         return spec
     if scheme == "memory":
         return {"driver": "memory", "path": (parsed.netloc + "/" + prefix).strip("/") + "/"}
