@@ -19,18 +19,19 @@ What it writes (``groundtruth/`` holds the answers every other stage is scored o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from wiremap.config import StrictModel
 from wiremap.errors import InputError, LayerExistsError
 from wiremap.synth.acquisition import AcquisitionConfig, simulate_acquisition, write_acquisition
-from wiremap.synth.model import Skeleton, Tissue
+from wiremap.synth.model import Tissue
 from wiremap.synth.render import RenderConfig, render_em
+from wiremap.synth.skeleton_table import skeleton_table
 from wiremap.synth.tissue import PRESETS, TissueConfig, generate_tissue
 from wiremap.volume import write_volume
 from wiremap.workspace import Workspace
@@ -80,47 +81,6 @@ class SynthReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def skeleton_table(skeletons: dict[int, Skeleton]) -> pd.DataFrame:
-    """All skeletons as one long table, one row per node (node ids local to each skeleton)."""
-    parts = []
-    for cell_id, sk in sorted(skeletons.items()):
-        n = len(sk.parents)
-        in_volume = sk.in_volume if sk.in_volume is not None else np.ones(n, bool)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "id": np.full(n, cell_id, np.uint64),
-                    "node": np.arange(n, dtype=np.int64),
-                    "parent": sk.parents.astype(np.int64),
-                    "z_nm": sk.nodes_nm[:, 0],
-                    "y_nm": sk.nodes_nm[:, 1],
-                    "x_nm": sk.nodes_nm[:, 2],
-                    "radius_nm": sk.radii_nm,
-                    "compartment": sk.compartments.astype(np.uint8),
-                    "in_volume": in_volume.astype(bool),
-                }
-            )
-        )
-    if not parts:
-        return pd.DataFrame(columns=["id", "node", "parent", "z_nm", "y_nm", "x_nm", "radius_nm", "compartment", "in_volume"])
-    return pd.concat(parts, ignore_index=True)
-
-
-def skeletons_from_table(table: pd.DataFrame) -> dict[int, Skeleton]:
-    """Inverse of :func:`skeleton_table`."""
-    result = {}
-    for cell_id, rows in table.groupby("id", sort=True):
-        rows = rows.sort_values("node")
-        result[int(cell_id)] = Skeleton(
-            nodes_nm=rows[["z_nm", "y_nm", "x_nm"]].to_numpy(np.float64),
-            radii_nm=rows["radius_nm"].to_numpy(np.float64),
-            parents=rows["parent"].to_numpy(np.int64),
-            compartments=rows["compartment"].to_numpy(np.uint8),
-            in_volume=rows["in_volume"].to_numpy(bool),
-        )
-    return result
-
-
 def _outputs(config: SynthConfig) -> list[str]:
     outputs = list(GROUNDTRUTH_LAYERS)
     if not config.acquisition:
@@ -136,8 +96,6 @@ def run_synth(
     progress: Callable[[str], None] | None = None,
 ) -> SynthReport:
     """Generate, render and (optionally) acquire synthetic tissue into ``ws``."""
-    import time
-
     say = progress or (lambda _msg: None)
     if min(config.shape_zyx) < 1:
         raise InputError(f"synth shape must be positive, got {config.shape_zyx}")

@@ -1,0 +1,98 @@
+"""``wiremap evaluate …``: score a workspace's results against ground truth.
+
+Scores are printed and saved under ``evaluation/<what>.json`` in the
+workspace, so that a run's figures stay next to its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wiremap import evaluate as ev
+from wiremap.errors import InputError
+from wiremap.roi import Roi
+from wiremap.synth.skeleton_table import skeletons_from_table
+from wiremap.volume import Layer
+from wiremap.workspace import Workspace
+
+console = Console()
+evaluate_app = typer.Typer(help="Score results against ground truth (VOI, ARAND, ERL, F1, residuals).", no_args_is_help=True)
+
+
+def _report(ws: Workspace, what: str, figures: dict[str, Any]) -> None:
+    table = Table("metric", "value", title=f"{what} vs ground truth")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    ws.write_json(f"evaluation/{what}.json", figures)
+
+
+@evaluate_app.command("segmentation")
+def segmentation(
+    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
+    layer: Annotated[str, typer.Option(help="Segmentation layer to score.")] = "segmentation",
+    truth: Annotated[str, typer.Option(help="Ground-truth segmentation layer.")] = "groundtruth/neurons",
+    skeletons: Annotated[str | None, typer.Option(help="Ground-truth skeleton table for ERL ('' to skip).")] = "groundtruth/skeletons.parquet",
+    roi: Annotated[str | None, typer.Option(help="Score only z0:z1,y0:y1,x0:x1.")] = None,
+) -> None:
+    """VOI split/merge (bits), adapted Rand error and expected run length."""
+    ws = Workspace.open(workspace)
+    pred_layer, truth_layer = Layer(ws, layer), Layer(ws, truth)
+    if pred_layer.info.shape_zyx != truth_layer.info.shape_zyx:
+        raise InputError(
+            f"{layer} has shape {pred_layer.info.shape_zyx} but {truth} has {truth_layer.info.shape_zyx}"
+        )
+    region = Roi.parse(roi) if roi else pred_layer.roi
+    pred, gt = pred_layer.read(region), truth_layer.read(region)
+    voi = ev.variation_of_information(pred, gt)
+    rand = ev.adapted_rand_error(pred, gt)
+    figures: dict[str, Any] = {
+        "voi_split": voi.split,
+        "voi_merge": voi.merge,
+        "voi_total": voi.total,
+        "arand": rand.error,
+        "rand_precision": rand.precision,
+        "rand_recall": rand.recall,
+    }
+    if skeletons:
+        erl = ev.expected_run_length(
+            skeletons_from_table(ws.read_table(skeletons)),
+            pred,
+            truth_layer.info.resolution_nm,
+            offset_zyx=region.offset,
+        )
+        figures.update(erl_nm=erl.erl_nm, max_erl_nm=erl.max_erl_nm, merged_segments=len(erl.merged_segment_ids))
+    _report(ws, "segmentation", figures)
+
+
+@evaluate_app.command("synapses")
+def synapses(
+    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
+    table: Annotated[str, typer.Option(help="Predicted synapse table.")] = "synapses",
+    truth: Annotated[str, typer.Option(help="Ground-truth synapse table.")] = "groundtruth/synapses.parquet",
+    segmentation: Annotated[str | None, typer.Option(help="Segmentation whose ids the table uses (maps them to truth ids).")] = "segmentation",
+    truth_segmentation: Annotated[str, typer.Option(help="Ground-truth segmentation.")] = "groundtruth/neurons",
+    distance_nm: Annotated[float, typer.Option(help="Match predictions within this distance.")] = 100.0,
+) -> None:
+    """Synapse detection and synaptic partner precision / recall / F1."""
+    ws = Workspace.open(workspace)
+    truth_layer = Layer(ws, truth_segmentation)
+    pred_table, true_table = ws.read_table(table), ws.read_table(truth)
+    mapping = None
+    if segmentation:
+        mapping = ev.segment_to_truth_map(Layer(ws, segmentation).read(), truth_layer.read())
+    resolution = truth_layer.info.resolution_nm
+    detection = ev.synapse_detection_scores(pred_table, true_table, distance_nm, resolution)
+    partners = ev.synaptic_partner_scores(pred_table, true_table, distance_nm, resolution, mapping)
+    figures = {f"detection_{k}": v for k, v in dataclasses.asdict(detection).items()}
+    figures |= {f"partner_{k}": v for k, v in dataclasses.asdict(partners).items()}
+    _report(ws, "synapses", figures)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(evaluate_app, name="evaluate")
