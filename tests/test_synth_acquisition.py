@@ -22,6 +22,7 @@ from wiremap.synth.acquisition import (
     simulate_acquisition,
     tile_to_volume,
     true_tile_to_section,
+    volume_to_section,
     write_acquisition,
 )
 
@@ -245,6 +246,11 @@ def test_true_warp_maps_a_dot_to_where_it_appears() -> None:
         wy, wx = np.mgrid[i - 6 : i + 7, j - 6 : j + 7]
         p = np.array([(win * wy).sum(), (win * wx).sum()]) / win.sum()
         assert np.linalg.norm(section_to_volume(gt, z, p) - dot) < 0.5
+        # the inverse map finds the dot's section position from its volume position
+        assert np.linalg.norm(volume_to_section(gt, z, np.array(dot)) - p) < 0.5
+    pts = np.random.default_rng(1).uniform(-30, 390, (200, 2))
+    back = volume_to_section(gt, 1, section_to_volume(gt, 1, pts))
+    assert np.abs(back - pts).max() < 1e-6
 
 
 def test_folds_and_cracks_displace_tissue_and_are_masked(vol: np.ndarray) -> None:

@@ -91,8 +91,10 @@ groundtruth/acquisition/warp.npz          warp (n_sections, 2, gh, gw) float64,
 groundtruth/acquisition/masks.npz         masks (n_sections, H, W) uint8 on the
     section canvas: 0 tissue, 1 fold, 2 crack, 3 debris, 4 blank section.
 
-Helpers for scoring: :func:`load_groundtruth`, :func:`true_tile_to_section`,
-:func:`section_to_tile`, :func:`section_to_volume`, :func:`tile_to_volume`,
+Helpers for scoring (defined in ``acquisition_truth``, importable from here):
+:func:`load_groundtruth`, :func:`read_manifest`, :func:`read_tile`,
+:func:`true_tile_to_section`, :func:`section_to_tile`, :func:`section_to_volume`,
+:func:`volume_to_section`, :func:`tile_to_volume`, :func:`mirror_into_volume`,
 :func:`defect_codes`, :func:`render_section`.
 """
 
@@ -111,11 +113,36 @@ from scipy import ndimage
 from wiremap.errors import ConfigError, InputError
 from wiremap.synth import defects as dfx
 from wiremap.synth import multibeam as mb
+from wiremap.synth.acquisition_truth import (  # re-exported: the scoring helpers
+    FORMAT,
+    GT_PREFIX,
+    MANIFEST_KEY,
+    META_KEY,
+    AcquisitionGroundTruth,
+    _bilinear,
+    _prepared_slice,
+    _raw,
+    decode_png,
+    defect_codes,
+    load_groundtruth,
+    mirror_into_volume,
+    read_manifest,
+    read_tile,
+    render_section,
+    section_to_tile,
+    section_to_volume,
+    tile_to_volume,
+    true_tile_to_section,
+    volume_to_section,
+)  # fmt: skip
 
-FORMAT = "wiremap.acquisition/1"
-GT_PREFIX = "groundtruth/acquisition/"
-MANIFEST_KEY = "tiles/manifest.parquet"
-META_KEY = "tiles/acquisition.json"
+__all__ = [
+    "FORMAT", "GT_PREFIX", "MANIFEST_KEY", "META_KEY", "Acquisition", "AcquisitionConfig",
+    "AcquisitionGroundTruth", "decode_png", "defect_codes", "encode_png", "load_groundtruth",
+    "mirror_into_volume", "read_manifest", "read_tile", "render_section", "section_to_tile",
+    "section_to_volume", "simulate_acquisition", "tile_to_volume", "true_tile_to_section",
+    "volume_to_section", "write_acquisition",
+]  # fmt: skip
 
 
 class AcquisitionConfig(BaseModel):
@@ -231,23 +258,6 @@ class AcquisitionConfig(BaseModel):
 
 
 @dataclass
-class AcquisitionGroundTruth:
-    """The answers: true tile placement, lens, warp and defects (formulas: module docstring)."""
-
-    section_shape: tuple[int, int]  # (H, W) of the section canvas = volume slice
-    resolution_nm: tuple[float, float, float]  # (z, y, x) of the clean volume
-    tiles: (
-        pd.DataFrame
-    )  # manifest columns + y_true, x_true, lens_k, gain, offset, vignetting, noise_sigma
-    sections: pd.DataFrame  # one row per section
-    defects: pd.DataFrame  # one row per fold / crack / debris blob
-    warp: np.ndarray  # (n_sections, 2, gh, gw) float64 volume (y, x) at the grid nodes
-    warp_origin_yx: tuple[float, float]  # section-frame position of node (0, 0)
-    warp_step: float  # node spacing, px
-    masks: np.ndarray  # (n_sections, H, W) uint8 defect codes on the canvas
-
-
-@dataclass
 class Acquisition:
     """A simulated acquisition: tiles as the microscope wrote them, plus the ground truth."""
 
@@ -261,176 +271,6 @@ class _Writable(Protocol):
     def write_bytes(self, key: str, data: bytes) -> None: ...
     def write_json(self, key: str, obj: Any) -> None: ...
     def write_table(self, name: str, df: pd.DataFrame) -> None: ...
-
-
-class _Readable(Protocol):
-    def read_bytes(self, key: str) -> bytes: ...
-    def read_json(self, key: str) -> Any: ...
-    def read_table(self, name: str) -> pd.DataFrame: ...
-
-
-# -- exact maps ------------------------------------------------------------------------------
-def _bilinear(
-    grid: np.ndarray, origin: tuple[float, float], step: float, p: np.ndarray
-) -> np.ndarray:
-    """Bilinear interpolation of ``grid`` (2, gh, gw) at section points ``p`` (..., 2).
-
-    Beyond the grid the nearest edge cell is extrapolated linearly (exact for affine maps).
-    Written out (not map_coordinates) because that clamps instead of extrapolating.
-    """
-    gh, gw = grid.shape[1:]
-    fy = (p[..., 0] - origin[0]) / step
-    fx = (p[..., 1] - origin[1]) / step
-    iy = np.clip(np.floor(fy), 0, gh - 2).astype(np.intp)
-    ix = np.clip(np.floor(fx), 0, gw - 2).astype(np.intp)
-    ty, tx = fy - iy, fx - ix
-    out = np.empty(p.shape, float)
-    for a in range(2):
-        g = grid[a]
-        g00, g01, g10, g11 = g[iy, ix], g[iy, ix + 1], g[iy + 1, ix], g[iy + 1, ix + 1]
-        top = g00 + tx * (g01 - g00)
-        bot = g10 + tx * (g11 - g10)
-        out[..., a] = top + ty * (bot - top)
-    return out
-
-
-def _tile_row(gt: AcquisitionGroundTruth, section: int, tile: int) -> Any:
-    row = gt.tiles.iloc[int(tile)]
-    if int(row["section"]) != int(section):
-        raise InputError(f"tile {tile} belongs to section {int(row['section'])}, not {section}")
-    return row
-
-
-def true_tile_to_section(
-    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
-) -> np.ndarray:
-    """Section-frame points imaged by tile-frame points ``yx`` (..., 2) of tile ``tile_id``."""
-    r = _tile_row(gt, section, tile)
-    return mb.tile_to_section(
-        np.asarray(yx, float),
-        np.array([r["y_true"], r["x_true"]]),
-        (int(r["height"]), int(r["width"])),
-        float(r["lens_k"]),
-    )
-
-
-def section_to_tile(
-    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
-) -> np.ndarray:
-    """Tile-frame points of tile ``tile_id`` that image section-frame points ``yx`` (inverse)."""
-    r = _tile_row(gt, section, tile)
-    return mb.section_to_tile(
-        np.asarray(yx, float),
-        np.array([r["y_true"], r["x_true"]]),
-        (int(r["height"]), int(r["width"])),
-        float(r["lens_k"]),
-    )
-
-
-def section_to_volume(gt: AcquisitionGroundTruth, section: int, yx: np.ndarray) -> np.ndarray:
-    """Volume ``(y, x)`` (slice z = section) of the tissue seen at section-frame points ``yx``."""
-    p = np.asarray(yx, float)
-    d = gt.defects[gt.defects["section"] == section]
-    if len(d):
-        p = p + dfx.displacement(d, p)
-    return _bilinear(gt.warp[section], gt.warp_origin_yx, gt.warp_step, p)
-
-
-def mirror_into_volume(yx: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
-    """Fold points beyond the volume back in (scipy ``mode="mirror"``: about edge pixel centres)."""
-    out = np.array(yx, float)
-    for a, n in enumerate(shape_yx):
-        if n == 1:
-            out[..., a] = 0.0
-            continue
-        period = 2 * (n - 1)
-        r = np.mod(out[..., a], period)
-        out[..., a] = np.where(r > n - 1, period - r, r)
-    return out
-
-
-def tile_to_volume(
-    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
-) -> np.ndarray:
-    """Volume ``(y, x)`` imaged by tile-frame points ``yx`` of tile ``tile_id``."""
-    return section_to_volume(gt, section, true_tile_to_section(gt, section, tile, yx))
-
-
-def defect_codes(gt: AcquisitionGroundTruth, section: int, yx: np.ndarray) -> np.ndarray:
-    """Defect code (0 tissue, 1 fold, 2 crack, 3 debris, 4 blank) at section-frame points ``yx``."""
-    p = np.asarray(yx, float)
-    if bool(gt.sections["blank"].iloc[section]):
-        return np.full(p.shape[:-1], dfx.BLANK, np.uint8)
-    return dfx.codes(gt.defects[gt.defects["section"] == section], p)
-
-
-def _raw(
-    slice_: np.ndarray,
-    q: np.ndarray,
-    codes: np.ndarray | None,
-    blank: bool,
-    cfg: AcquisitionConfig,
-    gain: float,
-    offset: float,
-) -> np.ndarray:
-    """Section intensity ``sec`` (float32) at volume points ``q`` with defect ``codes``."""
-    if blank:
-        raw = np.full(q.shape[:-1], cfg.blank_value, np.float32)
-    else:
-        coords = np.moveaxis(q, -1, 0).reshape(2, -1)
-        raw = ndimage.map_coordinates(
-            slice_,
-            coords,
-            order=cfg.interpolation_order,
-            mode="mirror",
-            output=np.float32,
-            prefilter=False,
-        ).reshape(q.shape[:-1])
-        if codes is not None:
-            raw[codes == dfx.FOLD] *= cfg.fold_gain
-            raw[codes == dfx.CRACK] = cfg.crack_value
-            raw[codes == dfx.DEBRIS] = cfg.debris_value
-    return raw * np.float32(gain) + np.float32(offset)
-
-
-def _prepared_slice(volume: np.ndarray, z: int, order: int) -> np.ndarray:
-    s = volume[z]
-    if order > 1:
-        return ndimage.spline_filter(
-            s.astype(np.float32), order=order, mode="mirror", output=np.float32
-        )
-    return s
-
-
-def render_section(
-    volume: np.ndarray,
-    gt: AcquisitionGroundTruth,
-    section: int,
-    config: AcquisitionConfig | None = None,
-) -> np.ndarray:
-    """The warped section (``sec`` of the intensity model) on the section canvas, float32 (H, W).
-
-    This is what perfectly stitched tiles with their gains, vignetting, noise and lens
-    removed look like.  ``config`` must be the one used to simulate (defaults: default config).
-    """
-    cfg = config or AcquisitionConfig()
-    H, W = gt.section_shape
-    p = np.stack(
-        np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
-    )
-    s = gt.sections.iloc[section]
-    q = section_to_volume(gt, section, p)
-    has_def = bool((gt.defects["section"] == section).any())
-    codes = defect_codes(gt, section, p) if has_def else None
-    return _raw(
-        _prepared_slice(volume, section, cfg.interpolation_order),
-        q,
-        codes,
-        bool(s["blank"]),
-        cfg,
-        float(s["regime_gain"]),
-        float(s["regime_offset"]),
-    )
 
 
 # -- simulation ------------------------------------------------------------------------------
@@ -498,6 +338,93 @@ def _jitter(cfg: AcquisitionConfig, tile_shape: tuple[int, int]) -> float:
     return float(cfg.stage_jitter_px)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What all sections share: tile layout, jitter, beam lenses, warp nodes, tile geometry."""
+
+    layout: mb.TileLayout
+    jitter: float  # sd of the stage jitter, px
+    lens_k: np.ndarray  # (T,) radial distortion of each tile (fixed per beam)
+    nodes: np.ndarray  # (gh, gw, 2) section-frame positions of the warp-grid nodes
+    d: np.ndarray  # (h, w, 2) tile pixel minus tile centre
+    rho2: np.ndarray  # (h, w) |d|^2 / R^2
+
+
+def _plan(cfg: AcquisitionConfig, shape: tuple[int, int], rng: np.random.Generator) -> _Plan:
+    lens_margin = cfg.lens_distortion_px * (1 + 3 * cfg.lens_spread)
+    jitter = cfg.stage_jitter_px or 0.0
+    for _ in range(2 if cfg.stage_jitter_px is None else 1):  # auto jitter depends on tile size
+        margin = JITTER_BOUND * jitter * 1.05 + lens_margin + 1
+        layout = mb.plan_layout(
+            shape, cfg.beams, cfg.overlap, cfg.tile_aspect, cfg.tile_width_px, margin=margin
+        )
+        jitter = _jitter(cfg, layout.tile_shape)
+    h, w = layout.tile_shape
+    R = mb.lens_radius((h, w))
+    k_beam = cfg.lens_distortion_px / R * (1 + cfg.lens_spread * rng.standard_normal(cfg.beams))
+    # the stored warp grid covers every tile wherever the jitter puts it
+    pad = 2 * JITTER_BOUND * jitter + 2 * lens_margin + 2 + cfg.warp_grid_step_px
+    step = float(cfg.warp_grid_step_px)
+    lo = np.floor((layout.top_left.min(0) - pad) / step) * step
+    hi = layout.top_left.max(0) + np.array([h, w]) + pad
+    gy, gx = np.arange(lo[0], hi[0] + step, step), np.arange(lo[1], hi[1] + step, step)
+    nodes = np.stack(np.meshgrid(gy, gx, indexing="ij"), -1)
+    c = np.array([(h - 1) / 2, (w - 1) / 2])
+    d = np.stack(np.meshgrid(np.arange(h) - c[0], np.arange(w) - c[1], indexing="ij"), -1)
+    return _Plan(layout, jitter, k_beam[layout.beam], nodes, d, (d**2).sum(-1) / R**2)
+
+
+def _stack_choices(
+    cfg: AcquisitionConfig, n: int, rng: np.random.Generator
+) -> tuple[set[int], dict[str, set[int]], set[int]]:
+    """Blank sections, sections per defect kind, re-imaged sections (exact counts)."""
+    allz = np.arange(n)
+    blank = _pick(rng, allz, cfg.blank_fraction) if cfg.defects else set()
+    rest = np.array(sorted(set(allz.tolist()) - blank), dtype=np.int64)
+    kinds: dict[str, set[int]] = {k: set() for k in ("fold", "crack", "debris")}
+    if cfg.defects:
+        for k in kinds:
+            kinds[k] = _pick(rng, rest, getattr(cfg, f"{k}_fraction"))
+    return blank, kinds, _pick(rng, allz, cfg.rescan_fraction)
+
+
+def _image_scan(
+    cfg: AcquisitionConfig,
+    plan: _Plan,
+    slice_: np.ndarray,
+    gt_maps: tuple[np.ndarray, tuple[float, float], float, pd.DataFrame | None],
+    sec: dict[str, Any],
+    dwell: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Image one section once: (T, h, w) uint8 tiles and their true parameters."""
+    warp, origin, step, sec_def = gt_maps
+    T = len(plan.lens_k)
+    true_tl = plan.layout.top_left + plan.jitter * _truncated_normal(rng, (T, 2))
+    gain = 1 + cfg.tile_gain_sd * rng.standard_normal(T)
+    off = cfg.tile_offset_sd * rng.standard_normal(T)
+    vig = cfg.vignetting * rng.uniform(0.8, 1.2, size=T)
+    sigma = cfg.noise_sigma * math.sqrt(cfg.dwell_us / dwell)
+    h, w = plan.layout.tile_shape
+    centre = true_tl + np.array([(h - 1) / 2, (w - 1) / 2])
+    scale = 1 + plan.lens_k[:, None, None, None] * plan.rho2[None, ..., None]
+    p = centre[:, None, None, :] + plan.d[None] * scale  # the lens model, every tile at once
+    codes = None
+    if sec_def is not None and not sec["blank"]:
+        codes = dfx.codes(sec_def, p)
+        p = p + dfx.displacement(sec_def, p)
+    q = _bilinear(warp, origin, step, p)
+    img = _raw(slice_, q, codes, sec["blank"], cfg, sec["regime_gain"], sec["regime_offset"])
+    img = img * gain[:, None, None].astype(np.float32) + off[:, None, None].astype(np.float32)
+    img *= (1 - vig[:, None, None] * plan.rho2[None]).astype(np.float32)
+    img += np.float32(sigma) * rng.standard_normal(img.shape, dtype=np.float32)
+    truth = pd.DataFrame(
+        {"y_true": true_tl[:, 0], "x_true": true_tl[:, 1], "lens_k": plan.lens_k, "gain": gain,
+         "offset": off, "vignetting": vig, "noise_sigma": sigma}
+    )  # fmt: skip
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), truth
+
+
 def simulate_acquisition(
     volume: np.ndarray,
     resolution_nm: tuple[float, float, float],
@@ -515,200 +442,79 @@ def simulate_acquisition(
             f"acquisition needs a uint8 (z, y, x) volume, got {volume.dtype} {volume.shape}"
         )
     if len(resolution_nm) != 3 or min(resolution_nm) <= 0:
-        raise InputError(
-            f"resolution_nm must be three positive numbers (z, y, x), got {resolution_nm}"
-        )
+        raise InputError(f"resolution_nm must be 3 positive numbers (z, y, x), got {resolution_nm}")
     res = (float(resolution_nm[0]), float(resolution_nm[1]), float(resolution_nm[2]))
     n, H, W = volume.shape
-    lens_margin = cfg.lens_distortion_px * (1 + 3 * cfg.lens_spread)
-    jitter = cfg.stage_jitter_px or 0.0
-    for _ in range(
-        2 if cfg.stage_jitter_px is None else 1
-    ):  # the auto jitter depends on the tile size
-        layout = mb.plan_layout(
-            (H, W),
-            cfg.beams,
-            cfg.overlap,
-            cfg.tile_aspect,
-            cfg.tile_width_px,
-            margin=JITTER_BOUND * jitter * 1.05 + lens_margin + 1,
-        )
-        jitter = _jitter(cfg, layout.tile_shape)
-    h, w = layout.tile_shape
-    T = len(layout.beam)
-    R = mb.lens_radius((h, w))
-
-    root = np.random.SeedSequence(int(seed))
-    stack_ss, beam_ss, *sec_ss = root.spawn(2 + n)
-    stack_rng, beam_rng = np.random.default_rng(stack_ss), np.random.default_rng(beam_ss)
-    k_beam = (
-        cfg.lens_distortion_px / R * (1 + cfg.lens_spread * beam_rng.standard_normal(cfg.beams))
-    )
-    lens_k = k_beam[layout.beam]
-
-    # which sections are blank / folded / ... / re-imaged, and their settings regime
-    allz = np.arange(n)
-    blank = _pick(stack_rng, allz, cfg.blank_fraction) if cfg.defects else set()
-    rest = np.array(sorted(set(allz.tolist()) - blank), dtype=np.int64)
-    kinds: dict[str, set[int]] = {k: set() for k in ("fold", "crack", "debris")}
-    if cfg.defects:
-        for k in kinds:
-            kinds[k] = _pick(stack_rng, rest, getattr(cfg, f"{k}_fraction"))
-    rescan = _pick(stack_rng, allz, cfg.rescan_fraction)
+    stack_ss, beam_ss, *sec_ss = np.random.SeedSequence(int(seed)).spawn(2 + n)
+    plan = _plan(cfg, (H, W), np.random.default_rng(beam_ss))
+    blank, kinds, rescan = _stack_choices(cfg, n, np.random.default_rng(stack_ss))
     z_change = n if cfg.regime_change_at is None else int(round(cfg.regime_change_at * n))
-
-    # the stored warp grid covers every tile wherever jitter puts it
-    pad = 2 * JITTER_BOUND * jitter + 2 * lens_margin + 2 + cfg.warp_grid_step_px
+    origin = (float(plan.nodes[0, 0, 0]), float(plan.nodes[0, 0, 1]))
     step = float(cfg.warp_grid_step_px)
-    lo = np.floor((layout.top_left.min(0) - pad) / step) * step
-    hi = layout.top_left.max(0) + np.array([h, w]) + pad
-    gy = np.arange(lo[0], hi[0] + step, step)
-    gx = np.arange(lo[1], hi[1] + step, step)
-    nodes = np.stack(np.meshgrid(gy, gx, indexing="ij"), -1)
-
-    # tile-frame geometry shared by every tile
-    c = np.array([(h - 1) / 2, (w - 1) / 2])
-    d = np.stack(np.meshgrid(np.arange(h) - c[0], np.arange(w) - c[1], indexing="ij"), -1)
-    rho2 = (d**2).sum(-1) / R**2
+    lay = plan.layout
+    h, w = lay.tile_shape
     canvas = np.stack(
         np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
     )
 
-    warps: list[np.ndarray] = []
-    sec_rows: list[dict[str, Any]] = []
-    def_rows: list[dict[str, Any]] = []
-    tile_rows: list[dict[str, Any]] = []
-    tiles: list[np.ndarray] = []
+    warps, sec_rows, def_rows, frames, tiles = [], [], [], [], []  # type: ignore[var-annotated]
     masks = np.zeros((n, H, W), np.uint8)
     for z in range(n):
         rng = np.random.default_rng(sec_ss[z])
-        warp, affine = _section_warp(rng, cfg, (H, W), nodes)
+        warp, affine = _section_warp(rng, cfg, (H, W), plan.nodes)
         warps.append(warp)
-        regime = int(z >= z_change)
-        r_gain, r_off = (cfg.regime_gain, cfg.regime_offset) if regime else (1.0, 0.0)
-        dwell = cfg.dwell_us * (cfg.regime_dwell_factor if regime else 1.0)
         my_kinds = {k for k, zs in kinds.items() if z in zs}
         rows = dfx.sample_section_defects(
-            rng,
-            z,
-            (H, W),
-            my_kinds,
-            cfg.fold_width_px,
-            cfg.crack_width_px,
-            cfg.defect_decay_px,
-            cfg.debris_count,
-            cfg.debris_radius_px,
-        )
+            rng, z, (H, W), my_kinds, cfg.fold_width_px, cfg.crack_width_px,
+            cfg.defect_decay_px, cfg.debris_count, cfg.debris_radius_px,
+        )  # fmt: skip
         def_rows += rows
         sec_def = pd.DataFrame(rows, columns=dfx.COLUMNS) if rows else None
-        is_blank = z in blank
-        if is_blank:
+        regime = int(z >= z_change)
+        sec = dict(
+            section=z,
+            status="blank" if z in blank else next((k for k in kinds if k in my_kinds), "ok"),
+            blank=z in blank, fold="fold" in my_kinds, crack="crack" in my_kinds,
+            debris="debris" in my_kinds, n_scans=2 if z in rescan else 1, regime=regime,
+            regime_gain=cfg.regime_gain if regime else 1.0,
+            regime_offset=cfg.regime_offset if regime else 0.0,
+            dwell_us=cfg.dwell_us * (cfg.regime_dwell_factor if regime else 1.0), **affine,
+        )  # fmt: skip
+        sec_rows.append(sec)
+        if sec["blank"]:
             masks[z] = dfx.BLANK
         elif sec_def is not None:
             masks[z] = dfx.codes(sec_def, canvas)
-        status = (
-            "blank"
-            if is_blank
-            else next((k for k in ("fold", "crack", "debris") if k in my_kinds), "ok")
-        )
-        n_scans = 2 if z in rescan else 1
-        sec_rows.append(
-            dict(
-                section=z,
-                status=status,
-                blank=is_blank,
-                fold="fold" in my_kinds,
-                crack="crack" in my_kinds,
-                debris="debris" in my_kinds,
-                n_scans=n_scans,
-                regime=regime,
-                regime_gain=r_gain,
-                regime_offset=r_off,
-                dwell_us=dwell,
-                **affine,
-            )
-        )
         slice_ = _prepared_slice(volume, z, cfg.interpolation_order)
-        for scan in range(n_scans):
-            jit = jitter * _truncated_normal(rng, (T, 2))
-            true_tl = layout.top_left + jit
-            gain = 1 + cfg.tile_gain_sd * rng.standard_normal(T)
-            off = cfg.tile_offset_sd * rng.standard_normal(T)
-            vig = cfg.vignetting * rng.uniform(0.8, 1.2, size=T)
-            dw = dwell * (cfg.rescan_dwell_factor if scan else 1.0)
-            sigma = cfg.noise_sigma * math.sqrt(cfg.dwell_us / dw)
-            p = (true_tl + c)[:, None, None, :] + d[None] * (
-                1 + lens_k[:, None, None, None] * rho2[None, ..., None]
+        for scan in range(int(sec["n_scans"])):
+            dwell = float(sec["dwell_us"]) * (cfg.rescan_dwell_factor if scan else 1.0)
+            imgs, truth = _image_scan(
+                cfg, plan, slice_, (warp, origin, step, sec_def), sec, dwell, rng
             )
-            codes = None
-            if sec_def is not None and not is_blank:
-                codes = dfx.codes(sec_def, p)
-                p = p + dfx.displacement(sec_def, p)
-            q = _bilinear(warp, (float(lo[0]), float(lo[1])), step, p)
-            img = _raw(slice_, q, codes, is_blank, cfg, r_gain, r_off)
-            img = img * gain[:, None, None].astype(np.float32) + off[:, None, None].astype(
-                np.float32
-            )
-            img *= (1 - vig[:, None, None] * rho2[None]).astype(np.float32)
-            img += np.float32(sigma) * rng.standard_normal(img.shape, dtype=np.float32)
-            img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-            base = len(tile_rows)
-            for i in range(T):
-                m, b = int(layout.mfov[i]), int(layout.beam[i])
-                tile_rows.append(
-                    dict(
-                        tile_id=base + i,
-                        section=z,
-                        scan=scan,
-                        mfov=m,
-                        beam=b,
-                        key=f"tiles/{z:05d}/{scan}/{m:03d}_{b:02d}.png",
-                        height=h,
-                        width=w,
-                        y=float(layout.top_left[i, 0]),
-                        x=float(layout.top_left[i, 1]),
-                        stage_y_nm=float(layout.top_left[i, 0]) * res[1],
-                        stage_x_nm=float(layout.top_left[i, 1]) * res[2],
-                        dwell_us=dw,
-                        regime=regime,
-                        y_true=float(true_tl[i, 0]),
-                        x_true=float(true_tl[i, 1]),
-                        lens_k=float(lens_k[i]),
-                        gain=float(gain[i]),
-                        offset=float(off[i]),
-                        vignetting=float(vig[i]),
-                        noise_sigma=sigma,
-                    )
-                )
-                tiles.append(img[i])
+            mb_ids = zip(lay.mfov, lay.beam, strict=True)
+            keys = [f"tiles/{z:05d}/{scan}/{m:03d}_{b:02d}.png" for m, b in mb_ids]
+            frames.append(pd.concat([pd.DataFrame({
+                "section": z, "scan": scan, "mfov": lay.mfov, "beam": lay.beam, "key": keys,
+                "height": h, "width": w, "y": lay.top_left[:, 0], "x": lay.top_left[:, 1],
+                "stage_y_nm": lay.top_left[:, 0] * res[1],
+                "stage_x_nm": lay.top_left[:, 1] * res[2],
+                "dwell_us": dwell, "regime": regime}), truth], axis=1))  # fmt: skip
+            tiles.extend(imgs)
 
-    gt_tiles = pd.DataFrame(tile_rows)
-    manifest = gt_tiles[MANIFEST_COLUMNS].copy()
+    gt_tiles = pd.concat(frames, ignore_index=True)
+    gt_tiles.insert(0, "tile_id", np.arange(len(gt_tiles), dtype=np.int64))
     defects_df = pd.DataFrame(def_rows, columns=dfx.COLUMNS) if def_rows else dfx.empty_table()
-    defects_df = defects_df.astype({"section": "int64"})
     gt = AcquisitionGroundTruth(
-        section_shape=(H, W),
-        resolution_nm=res,
-        tiles=gt_tiles,
-        sections=pd.DataFrame(sec_rows),
-        defects=defects_df.reset_index(drop=True),
-        warp=np.stack(warps),
-        warp_origin_yx=(float(lo[0]), float(lo[1])),
-        warp_step=step,
-        masks=masks,
-    )
+        section_shape=(H, W), resolution_nm=res, tiles=gt_tiles, sections=pd.DataFrame(sec_rows),
+        defects=defects_df.astype({"section": "int64"}).reset_index(drop=True),
+        warp=np.stack(warps), warp_origin_yx=origin, warp_step=step, masks=masks,
+    )  # fmt: skip
     meta = {
-        "format": FORMAT,
-        "n_sections": n,
-        "section_shape_yx": [H, W],
-        "resolution_nm": list(res),
-        "tile_shape_yx": [h, w],
-        "beams": cfg.beams,
-        "overlap": cfg.overlap,
-        "n_tiles": len(tiles),
-        "seed": int(seed),
-        "config": cfg.model_dump(mode="json"),
-    }
+        "format": FORMAT, "n_sections": n, "section_shape_yx": [H, W], "resolution_nm": list(res),
+        "tile_shape_yx": [h, w], "beams": cfg.beams, "overlap": cfg.overlap,
+        "n_tiles": len(tiles), "seed": int(seed), "config": cfg.model_dump(mode="json"),
+    }  # fmt: skip
+    manifest = gt_tiles[MANIFEST_COLUMNS].copy()
     return Acquisition(manifest=manifest, tiles=tiles, groundtruth=gt, meta=meta)
 
 
@@ -748,13 +554,6 @@ def encode_png(tile: np.ndarray, compress_level: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """uint8 (h, w) array of PNG bytes."""
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
-
-
 def write_acquisition(acq: Acquisition, ws: _Writable) -> None:
     """Write tiles, ground truth, then manifest and ``tiles/acquisition.json`` (the done-marker)."""
     level = int(acq.meta.get("config", {}).get("png_compress_level", 1))
@@ -773,32 +572,3 @@ def write_acquisition(acq: Acquisition, ws: _Writable) -> None:
     ws.write_bytes(GT_PREFIX + "masks.npz", _npz_bytes(masks=gt.masks))
     ws.write_table(MANIFEST_KEY, acq.manifest)
     ws.write_json(META_KEY, acq.meta)
-
-
-def read_manifest(ws: _Readable) -> pd.DataFrame:
-    """The tile manifest (nominal positions) of a workspace."""
-    return ws.read_table(MANIFEST_KEY)
-
-
-def read_tile(ws: _Readable, key: str) -> np.ndarray:
-    """One tile image (uint8 (h, w)) by its manifest ``key``."""
-    return decode_png(ws.read_bytes(key))
-
-
-def load_groundtruth(ws: _Readable) -> AcquisitionGroundTruth:
-    """The acquisition ground truth written by :func:`write_acquisition`."""
-    meta = ws.read_json(META_KEY)
-    warp = np.load(io.BytesIO(ws.read_bytes(GT_PREFIX + "warp.npz")))
-    masks = np.load(io.BytesIO(ws.read_bytes(GT_PREFIX + "masks.npz")))["masks"]
-    H, W = meta["section_shape_yx"]
-    return AcquisitionGroundTruth(
-        section_shape=(int(H), int(W)),
-        resolution_nm=tuple(meta["resolution_nm"]),  # type: ignore[arg-type]
-        tiles=ws.read_table(GT_PREFIX + "tiles.parquet"),
-        sections=ws.read_table(GT_PREFIX + "sections.parquet"),
-        defects=ws.read_table(GT_PREFIX + "defects.parquet"),
-        warp=warp["warp"],
-        warp_origin_yx=tuple(float(v) for v in warp["origin_yx"]),  # type: ignore[arg-type]
-        warp_step=float(warp["step"]),
-        masks=masks,
-    )
