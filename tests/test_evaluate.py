@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from skimage.metrics import variation_of_information as sk_variation_of_informat
 from wiremap import evaluate as ev
 from wiremap.errors import InputError
 from wiremap.evaluation import points as points_module
+from wiremap.evaluation import segmentation as segmentation_module
 from wiremap.synth.model import Skeleton
 
 # ----------------------------------------------------------------------------- segmentation
@@ -148,6 +150,31 @@ def test_agrees_with_scikit_image_on_random_labels():
     assert arand.error == pytest.approx(sk_err, abs=0.01)
 
 
+def _brute_table(seg: np.ndarray, truth: np.ndarray) -> list[tuple[int, int, int]]:
+    pairs, counts = np.unique(np.stack([seg.ravel(), truth.ravel()]), axis=1, return_counts=True)
+    return [(int(s), int(t), int(c)) for (s, t), c in zip(pairs.T, counts, strict=True) if t != 0]
+
+
+@pytest.mark.parametrize("chunk", [segmentation_module._CHUNK, 7])
+def test_contingency_table_matches_brute_force(monkeypatch, chunk):
+    # chunk=7 puts run boundaries at chunk edges; many labels take the hashing branch.
+    monkeypatch.setattr(segmentation_module, "_CHUNK", chunk)
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 4, size=(3, 5, 40)).repeat(2, axis=2)
+    seg = rng.integers(1, 6, size=truth.shape) * (rng.random(truth.shape) < 0.7)
+    t = ev.contingency_table(seg, truth)
+    got = list(zip(t.segment_ids.tolist(), t.truth_ids.tolist(), t.counts.tolist(), strict=True))
+    assert sorted(got) == _brute_table(seg, truth)
+    assert got == sorted(got, key=lambda row: (row[1], row[0]))  # sorted by (truth, segment)
+    many_t = rng.permutation(20_000).astype(np.uint64) + 1  # 20k x 20k possible pairs
+    many_s = rng.permutation(20_000).astype(np.uint64) * 3 + 2**50
+    many_s[::2] = many_s[1::2]
+    t = ev.contingency_table(many_s, many_t)
+    got = list(zip(t.segment_ids.tolist(), t.truth_ids.tolist(), t.counts.tolist(), strict=True))
+    assert sorted(got) == _brute_table(many_s, many_t)
+    assert t.n_voxels == 20_000
+
+
 def test_segment_to_truth_map_max_overlap_ties_and_background():
     seg = np.array([1, 1, 1, 2, 2, 3, 3, 0])
     truth = np.array([4, 4, 5, 0, 0, 9, 8, 4])
@@ -249,6 +276,18 @@ def test_erl_nodes_outside_volume_are_ignored():
     res = ev.expected_run_length(skeletons, seg, (1, 1, 1))
     assert res.per_skeleton.loc[0, "n_nodes_in_volume"] == 11
     assert res.erl_nm == pytest.approx(10.0)
+
+
+def test_erl_honours_in_volume_flags():
+    # Duck-typed skeleton: Skeleton.in_volume marks nodes not drawn in the volume.
+    line = _line(0, 10)
+    flags = np.ones(11, dtype=bool)
+    flags[8:] = False
+    skel = SimpleNamespace(nodes_nm=line.nodes_nm, parents=line.parents, in_volume=flags)
+    seg = np.ones((1, 1, 11), dtype=np.uint64)
+    res = ev.expected_run_length({1: skel}, seg, (1, 1, 1))
+    assert res.per_skeleton.loc[0, "n_nodes_in_volume"] == 8
+    assert res.erl_nm == pytest.approx(7.0)
 
 
 # ----------------------------------------------------------------------------- points

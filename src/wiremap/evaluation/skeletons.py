@@ -16,8 +16,9 @@ merging two neurons costs both of them all their length in that segment.
 
 Skeleton nodes are in nanometres ``(z, y, x)``; node ``i`` maps to voxel
 ``round(nodes_nm[i] / resolution_nm) - offset_zyx``.  Nodes outside the
-volume are dropped along with their edges (the skeletons are cropped to the
-volume; their length outside it counts nowhere).
+volume, or marked outside by ``Skeleton.in_volume``, are dropped along with
+their edges (the skeletons are cropped to the volume; their length outside
+it counts nowhere).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def _gather(
             raise InputError(f"skeleton {sid}: {len(pts)} nodes but {len(par)} parents")
         if len(par) and (par.min() < -1 or par.max() >= len(pts)):
             raise InputError(f"skeleton {sid}: parent index out of range")
+        # Nodes the synthetic model marks as outside the imaged volume count as outside.
+        in_volume = getattr(skel, "in_volume", None)
+        if in_volume is not None:
+            pts = np.where(np.asarray(in_volume, dtype=bool)[:, None], pts, np.nan)
         nodes.append(pts)
         parents.append(np.where(par >= 0, par + offset, -1))
         owner.append(np.full(len(pts), k, dtype=np.int64))
@@ -122,8 +127,11 @@ def expected_run_length(
     nodes, parent, owner, skel_ids = _gather(skeletons)
     n_skel = len(skel_ids)
 
-    vox = np.rint(nodes / res).astype(np.int64) - np.asarray(offset_zyx, dtype=np.int64)
-    inside = np.all((vox >= 0) & (vox < np.asarray(seg.shape)), axis=1)
+    known = np.all(np.isfinite(nodes), axis=1)
+    vox = np.zeros(nodes.shape, dtype=np.int64)
+    vox[known] = np.rint(nodes[known] / res).astype(np.int64)
+    vox -= np.asarray(offset_zyx, dtype=np.int64)
+    inside = known & np.all((vox >= 0) & (vox < np.asarray(seg.shape)), axis=1)
     node_seg = np.zeros(len(nodes), dtype=np.uint64)
     node_seg[inside] = seg[tuple(vox[inside].T)]
     is_segment = inside & ~np.isin(node_seg, np.asarray(list(ignore_segments), dtype=np.uint64))
