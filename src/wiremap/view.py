@@ -207,7 +207,14 @@ def prepare_view(
                 syn = client.sql(f"SELECT * FROM synapses WHERE {col} = ? ORDER BY id", [int(nid)])
                 write_synapse_annotations(ws, key, syn, resolution)
             annotation_layers[f"{nid} {what}"] = key
+    focus = None
+    if neurons:
+        soma = client.sql("SELECT soma_z, soma_y, soma_x FROM neurons WHERE id = ?", [int(neurons[0])])
+        zyx = soma.iloc[0].to_numpy(dtype=np.float64)
+        if np.isfinite(zyx).all():
+            focus = [float(v) for v in zyx]
     return {
+        "focus_zyx": focus,
         "image": image,
         "segmentation": seg,
         "annotations": annotation_layers,
@@ -226,14 +233,18 @@ def viewer_state(
     rz, ry, rx = view["resolution_nm"]
     shape = view["shape_zyx"]
     state: dict[str, Any] = {
-        "dimensions": {"x": [rx * 1e-9, "m"], "y": [ry * 1e-9, "m"], "z": [rz * 1e-9, "m"]},
+        "dimensions": {"x": [rx, "nm"], "y": [ry, "nm"], "z": [rz, "nm"]},
         # Voxel i spans [i, i + 1): start at the centre voxel's middle so points on it are in focus.
         "position": [shape[2] // 2 + 0.5, shape[1] // 2 + 0.5, shape[0] // 2 + 0.5],
+
         "crossSectionScale": max(shape[1], shape[2]) / 600,
         "projectionScale": max(shape[1] * ry, shape[2] * rx) * 1.5,
         "layers": [],
         "layout": layout,
     }
+    if view.get("focus_zyx"):  # the selected neuron's soma
+        z, y, x = view["focus_zyx"]
+        state["position"] = [x + 0.5, y + 0.5, z + 0.5]
     layers = state["layers"]
     if view["image"]:
         layers.append({"type": "image", "name": "image",
@@ -382,3 +393,74 @@ def open_view(
     viewer = neuroglancer.Viewer()
     viewer.set_state(neuroglancer.ViewerState(data.state))
     return View(data=data, viewer=viewer, info=info)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def screenshot(
+    url: str,
+    path: str | Path,
+    *,
+    wait_s: float = 10.0,
+    size: tuple[int, int] = (1200, 900),
+    chromium: str = "/usr/bin/chromium",
+    chromedriver: str = "/usr/bin/chromedriver",
+) -> Path:
+    """Open ``url`` in headless Chromium (software WebGL), wait, save a PNG screenshot.
+
+    Drives Chromium through chromedriver's W3C WebDriver HTTP protocol with
+    plain ``httpx`` (no Selenium).  ``--screenshot`` alone cannot be used:
+    it fires before Neuroglancer has fetched and drawn its data.
+    """
+    import base64
+    import shutil
+    import subprocess
+    import time
+
+    import httpx
+
+    for exe in (chromium, chromedriver):
+        if not Path(exe).exists() and shutil.which(exe) is None:
+            raise InputError(f"{exe} not found (install Debian's chromium and chromium-driver: `make browser`)")
+    port = _free_port()
+    driver = subprocess.Popen([chromedriver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=120) as http:
+            for _ in range(200):
+                try:
+                    http.get(f"{base}/status")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            with tempfile.TemporaryDirectory(prefix="wiremap-chromium-") as profile:
+                args = [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--use-gl=angle", "--use-angle=swiftshader",
+                    "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                ]
+                caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": chromium, "args": args}}
+                reply = http.post(f"{base}/session", json={"capabilities": {"alwaysMatch": caps}}).json()["value"]
+                if "sessionId" not in reply:
+                    raise InputError(f"chromium did not start: {reply.get('message', reply)}")
+                session = f"{base}/session/{reply['sessionId']}"
+                try:
+                    http.post(f"{session}/url", json={"url": url})
+                    time.sleep(wait_s)
+                    png = base64.b64decode(http.get(f"{session}/screenshot").json()["value"])
+                finally:
+                    http.delete(session)
+    finally:
+        driver.terminate()
+        driver.wait(10)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    return out

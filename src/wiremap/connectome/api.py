@@ -23,6 +23,8 @@ types, huge ids, SQL fragments in names) answers 4xx with a message.
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import math
 from typing import Annotated, Any
 
@@ -50,7 +52,7 @@ from wiremap.workspace import Workspace
 
 DEFAULT_LIMIT = 100
 Id = Annotated[int, Path(ge=1, le=MAX_ID, description="neuron id (1..2**64-1)")]
-Limit = Annotated[int, Query(ge=1, le=2**31, description="rows per page (at most the server's max_limit)")]
+Limit = Annotated[int | None, Query(ge=1, le=2**31, description="rows per page (default 100, at most max_limit)")]
 Offset = Annotated[int, Query(ge=0, le=2**62)]
 IdList = Annotated[list[int] | None, Query(description="neuron ids (repeat the parameter)")]
 
@@ -85,19 +87,20 @@ def create_app(
 ) -> FastAPI:
     """The API app of one version of ``workspace``; writable only when ``token`` is given."""
     client = Connectome(workspace, version=version, read_only=token is None)
-    app = FastAPI(title="wiremap connectome", version=f"v{client.version}")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        client.close()
+
+    app = FastAPI(title="wiremap connectome", version=f"v{client.version}", lifespan=lifespan)
     app.state.client = client
 
     @app.exception_handler(WiremapError)
     async def _user_error(request: Request, exc: WiremapError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
-    @app.on_event("shutdown")
-    def _close() -> None:
-        client.close()
-
-    def page(fetch: Any, limit: int, offset: int, **kwargs: Any) -> dict[str, Any]:
-        _check_limit(limit)
+    def page(fetch: Any, limit: int | None, offset: int, **kwargs: Any) -> dict[str, Any]:
+        limit = _check_limit(limit)
         df = fetch(limit=limit + 1, offset=offset, client=client, **kwargs)
         more = len(df) > limit
         return {
@@ -111,9 +114,12 @@ def create_app(
         given = {k: v for k, v in kwargs.items() if v not in (None, [], False)}
         return NeuronCriteria(**given) if given else None
 
-    def _check_limit(limit: int) -> None:
+    def _check_limit(limit: int | None) -> int:
+        if limit is None:
+            return min(DEFAULT_LIMIT, max_limit)
         if limit > max_limit:
             raise HTTPException(422, f"limit {limit} exceeds this server's max_limit {max_limit}; page with offset")
+        return limit
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         if token is None:
@@ -141,7 +147,7 @@ def create_app(
         kind: Annotated[str | None, Query(pattern="^(neuron|glia)$")] = None,
         min_pre: Annotated[int | None, Query(ge=0, le=2**62)] = None,
         min_post: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-        limit: Limit = DEFAULT_LIMIT,
+        limit: Limit = None,
         offset: Offset = 0,
     ) -> dict[str, Any]:
         _check_ids(bodyId)
@@ -157,14 +163,14 @@ def create_app(
 
     @app.get("/api/v1/neurons/{body_id}/upstream")
     def upstream(body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
-                 limit: Limit = DEFAULT_LIMIT) -> dict[str, Any]:
-        _check_limit(limit)
+                 limit: Limit = None) -> dict[str, Any]:
+        limit = _check_limit(limit)
         return {"data": records(fetch_upstream(body_id, min_weight=min_weight, limit=limit, client=client))}
 
     @app.get("/api/v1/neurons/{body_id}/downstream")
     def downstream(body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
-                   limit: Limit = DEFAULT_LIMIT) -> dict[str, Any]:
-        _check_limit(limit)
+                   limit: Limit = None) -> dict[str, Any]:
+        limit = _check_limit(limit)
         return {"data": records(fetch_downstream(body_id, min_weight=min_weight, limit=limit, client=client))}
 
     @app.get("/api/v1/synapses")
@@ -176,7 +182,7 @@ def create_app(
         ei: Annotated[str | None, Query(pattern="^[EI]$")] = None,
         post_compartment: Annotated[str | None, Query(pattern="^(axon|dendrite|spine|soma)$")] = None,
         min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
-        limit: Limit = DEFAULT_LIMIT,
+        limit: Limit = None,
         offset: Offset = 0,
     ) -> dict[str, Any]:
         _check_ids(pre)
@@ -194,7 +200,7 @@ def create_app(
         source_type: Annotated[str | None, Query(max_length=200)] = None,
         target_type: Annotated[str | None, Query(max_length=200)] = None,
         min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
-        limit: Limit = DEFAULT_LIMIT,
+        limit: Limit = None,
         offset: Offset = 0,
     ) -> dict[str, Any]:
         _check_ids(sources)

@@ -130,7 +130,7 @@ def _derive(con: duckdb.DuckDBPyConnection, has_neurons: bool, extra: list[str])
     con.execute(
         """
         CREATE TABLE edges AS
-        SELECT pre, post, count(*)::UBIGINT AS weight, sum(size) AS total_size,
+        SELECT pre, post, count(*)::BIGINT AS weight, sum(size) AS total_size,
                CASE WHEN count_if(ei = 'I') > count_if(ei = 'E') THEN 'I'
                     WHEN count_if(ei = 'E') > 0 THEN 'E' ELSE '' END AS ei
         FROM synapses GROUP BY pre, post ORDER BY pre, post
@@ -163,13 +163,13 @@ def _derive(con: duckdb.DuckDBPyConnection, has_neurons: bool, extra: list[str])
                              count_if(ei = 'I') AS n_post_inhibitory
                       FROM synapses GROUP BY post)
         SELECT {base},
-               coalesce(outs.n_pre, 0)::UBIGINT AS n_pre, coalesce(ins.n_post, 0)::UBIGINT AS n_post,
-               coalesce(ins.n_upstream, 0)::UBIGINT AS n_upstream,
-               coalesce(outs.n_downstream, 0)::UBIGINT AS n_downstream,
-               coalesce(comp.n_post_dendrite, 0)::UBIGINT AS n_post_dendrite,
-               coalesce(comp.n_post_spine, 0)::UBIGINT AS n_post_spine,
-               coalesce(comp.n_post_soma, 0)::UBIGINT AS n_post_soma,
-               coalesce(comp.n_post_inhibitory, 0)::UBIGINT AS n_post_inhibitory{props}
+               coalesce(outs.n_pre, 0)::BIGINT AS n_pre, coalesce(ins.n_post, 0)::BIGINT AS n_post,
+               coalesce(ins.n_upstream, 0)::BIGINT AS n_upstream,
+               coalesce(outs.n_downstream, 0)::BIGINT AS n_downstream,
+               coalesce(comp.n_post_dendrite, 0)::BIGINT AS n_post_dendrite,
+               coalesce(comp.n_post_spine, 0)::BIGINT AS n_post_spine,
+               coalesce(comp.n_post_soma, 0)::BIGINT AS n_post_soma,
+               coalesce(comp.n_post_inhibitory, 0)::BIGINT AS n_post_inhibitory{props}
         FROM {source}
         LEFT JOIN outs ON outs.id = {idcol}
         LEFT JOIN ins ON ins.id = {idcol}
