@@ -173,8 +173,12 @@ def test_export_roi_in_slabs(workspace, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Layer, "read", spy)
     roi = Roi.parse("3:37,1:7,2:9")
-    out = np.load(export_volume(layer, tmp_path / "crop.npy", roi, slab_bytes=1))
-    assert np.array_equal(out, vol[3:37, 1:7, 2:9])
+    done = []
+    path = export_volume(
+        layer, tmp_path / "crop.npy", roi, slab_bytes=1, progress=lambda *a: done.append(a)
+    )
+    assert np.array_equal(np.load(path), vol[3:37, 1:7, 2:9])
+    assert done == [(16, 34), (32, 34), (34, 34)]
     # One chunk of z (16) per slab, as slab_bytes is tiny: 34 sections need 3 reads.
     assert [r.shape[0] for r in reads] == [16, 16, 2]
 
@@ -190,10 +194,18 @@ def test_import_reads_in_bounded_slabs(workspace, tmp_path, monkeypatch):
         return original(self, z0, z1)
 
     monkeypatch.setattr(interop.VolumeSource, "read", spy)
+    done = []
     import_volume(
-        workspace, tmp_path / "big.npy", "seg", resolution_nm=RES, kind="segmentation", slab_bytes=1
+        workspace,
+        tmp_path / "big.npy",
+        "seg",
+        resolution_nm=RES,
+        kind="segmentation",
+        slab_bytes=1,
+        progress=lambda n, total: done.append((n, total)),
     )
     assert calls == [(0, 16), (16, 32), (32, 40)]
+    assert done == [(16, 40), (32, 40), (40, 40)]
     assert np.array_equal(Layer(workspace, "seg").read(), vol)
     # npy sources are memory-mapped, not loaded.
     with open_volume_source(tmp_path / "big.npy") as source:

@@ -56,16 +56,11 @@ DEFAULT_H5_KEY = "/data"
 
 # What the readers raise on unreadable, truncated or malformed files.
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    KeyError,
-    TypeError,
-    EOFError,
-    RuntimeError,
-    zipfile.BadZipFile,
-    tifffile.TiffFileError,
-    zarr.errors.BaseZarrError,
-)
+    OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError,
+    zipfile.BadZipFile, tifffile.TiffFileError, zarr.errors.BaseZarrError,
+)  # fmt: skip
+#: Called after each slab with (sections done, sections in all), e.g. to drive a progress bar.
+Progress = Callable[[int, int], None]
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -136,7 +131,7 @@ def open_volume_source(src: str | Path) -> VolumeSource:
             with path.open("rb") as fh:
                 if fh.read(6) != b"\x93NUMPY":
                     raise InputError(f"{src}: not a NumPy .npy file (no NUMPY header)")
-            return _array_source(str(path), np.load(path, mmap_mode="r", allow_pickle=False))
+            return _array_source(str(path), _NpyFile(path))
         if suffix == ".npz":
             return _open_npz(path, key)
         if suffix in (".tif", ".tiff"):
@@ -204,6 +199,22 @@ def _array_source(name: str, arr: Any, closer: Callable[[], None] | None = None)
 
     zyx = tuple(shape[a] for a in keep)
     return VolumeSource(name, zyx, dtype, reader, closer)  # type: ignore[arg-type]
+
+
+class _NpyFile:
+    """A ``.npy`` file sliced through a fresh memory map per read.
+
+    A long-lived map keeps every page it touched resident, so resident memory would grow to
+    the file size; a map per slab is dropped with the slab.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.shape, self.dtype = arr.shape, arr.dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.array(np.load(self.path, mmap_mode="r", allow_pickle=False)[index])
 
 
 def _open_npz(path: Path, key: str | None) -> VolumeSource:
@@ -419,6 +430,7 @@ def import_volume(
     overwrite: bool = False,
     num_scales: int = 1,
     slab_bytes: int = SLAB_BYTES,
+    progress: Progress | None = None,
 ) -> ImportResult:
     """Copy a volume file into layer ``name`` slab by slab; provenance ``import-<name>``."""
     if kind not in KINDS:
@@ -447,18 +459,16 @@ def import_volume(
         )
         done = False
         try:
+            shape = source.shape
             layer = create_layer(
-                ws,
-                staging,
-                shape_zyx=source.shape,
-                resolution_nm=resolution,
-                dtype=target,
-                kind=kind,
+                ws, staging, shape_zyx=shape, resolution_nm=resolution, dtype=target, kind=kind
             )
             slab = _slab_z(source.shape, source.dtype.itemsize, slab_bytes, layer.info.chunk_zyx[0])
             for z0 in range(0, source.shape[0], slab):
-                data = source.read(z0, min(z0 + slab, source.shape[0]))
-                layer.write(data.astype(target, copy=False), (z0, 0, 0))
+                z1 = min(z0 + slab, source.shape[0])
+                layer.write(source.read(z0, z1).astype(target, copy=False), (z0, 0, 0))
+                if progress is not None:
+                    progress(z1, source.shape[0])
             if num_scales > 1:
                 build_pyramid(layer, num_scales)
             done = True
@@ -517,7 +527,12 @@ def _move_layer(ws: Workspace, staging: str, name: str) -> None:
 
 # -- export -----------------------------------------------------------------------------------
 def export_volume(
-    layer: Layer, dest: str | Path, roi: Roi | None = None, *, slab_bytes: int = SLAB_BYTES
+    layer: Layer,
+    dest: str | Path,
+    roi: Roi | None = None,
+    *,
+    slab_bytes: int = SLAB_BYTES,
+    progress: Progress | None = None,
 ) -> Path:
     """Write ``roi`` of ``layer`` (default: all) to ``.npy``, ``.tif`` or ``.h5[:/key]``.
 
@@ -543,15 +558,19 @@ def export_volume(
         for z in range(z0, z1, slab):
             ze = min(z + slab, z1)
             yield z - z0, layer.read(Roi((z, y0, x0), (ze - z, y1 - y0, x1 - x0)))
+            if progress is not None:
+                progress(ze - z0, z1 - z0)
 
     try:
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=roi.shape)
-            for z, data in slabs():
-                out[z : z + len(data)] = data
-            out.flush()
-            del out
+            # Header, then slabs appended in z (C order): no memory map, whose dirty pages
+            # would stay resident up to the file size.
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+            with tmp.open("wb") as fh:
+                np.lib.format.write_array_header_1_0(fh, {**header, "shape": roi.shape})
+                for _, data in slabs():
+                    fh.write(memoryview(np.ascontiguousarray(data)).cast("B"))
         elif suffix in (".tif", ".tiff"):
             sections = (section for _, data in slabs() for section in data)
             tifffile.imwrite(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from wiremap.errors import InputError
+from wiremap.interop import Progress as ProgressCallback
 from wiremap.interop import export_volume, import_volume
 from wiremap.roi import Roi
 from wiremap.volume import Layer
@@ -25,6 +29,14 @@ def parse_resolution(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise InputError(f"--resolution {text!r}: expected 3 values Z,Y,X in nm, e.g. 40,4,4")
     return values  # type: ignore[return-value]
+
+
+@contextmanager
+def section_progress(what: str) -> Iterator[ProgressCallback]:
+    """A progress bar of sections copied, fed by the interop ``progress`` callback."""
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def import_volume_cmd(
@@ -49,15 +61,17 @@ def import_volume_cmd(
 ) -> None:
     """Import a volume file (NumPy, TIFF, PNG/TIFF slices, HDF5, Zarr) as a layer."""
     ws = Workspace.open(workspace)
-    result = import_volume(
-        ws,
-        src,
-        layer,
-        resolution_nm=parse_resolution(resolution),
-        kind=kind,
-        overwrite=overwrite,
-        num_scales=scales,
-    )
+    with section_progress(f"importing {layer}") as progress:
+        result = import_volume(
+            ws,
+            src,
+            layer,
+            resolution_nm=parse_resolution(resolution),
+            kind=kind,
+            overwrite=overwrite,
+            num_scales=scales,
+            progress=progress,
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     info = result.layer.info
@@ -81,7 +95,8 @@ def export_volume_cmd(
     """Export a layer (or an ROI of it) to NumPy, TIFF or HDF5."""
     ws = Workspace.open(workspace)
     box = Roi.parse(roi) if roi else None
-    path = export_volume(Layer(ws, name), dest, box)
+    with section_progress(f"exporting {name}") as progress:
+        path = export_volume(Layer(ws, name), dest, box, progress=progress)
     console.print(f"exported layer [bold]{name}[/bold] to {path}", highlight=False)
 
 
