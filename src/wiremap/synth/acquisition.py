@@ -25,20 +25,24 @@ Coordinate conventions (everywhere in this module)
 Tile -> section (true, exact)
     c = ((h - 1) / 2, (w - 1) / 2),  d = yx - c,  R = hypot(h - 1, w - 1) / 2,
     p = (y, x) + c + d * (1 + lens_k * |d|^2 / R^2)
-  with ``(y, x)`` the TRUE top-left of the tile and ``lens_k`` its radial (barrel,
-  ``lens_k > 0``) distortion; a tile corner is displaced outward by ``lens_k * R`` px.
+  with ``(y, x)`` the TRUE top-left of the tile (section-frame position of the centre
+  of its pixel (0, 0), were there no lens distortion) and ``lens_k`` its radial
+  (barrel, ``lens_k > 0``) distortion: a tile corner moves outward by ``lens_k * R`` px.
   The NOMINAL position (manifest) is where the stage meant to put the tile; true =
-  nominal + stage jitter.  ``section_to_tile`` inverts the map (fixed-point iteration).
+  nominal + stage jitter (truncated normal: neighbouring tiles always overlap).
+  ``section_to_tile`` inverts the map (fixed-point iteration).  Tiles lie on a hexagonal
+  lattice, mFoV by mFoV (see ``wiremap.synth.multibeam``).
 
 Section -> volume (true, exact)
     q = G(p + sum_k D_k(p))
   G: bilinear interpolation of the warp grid ``warp[s]`` (shape ``(2, gh, gw)``,
   float64, ``warp[s, :, i, j]`` = volume ``(y, x)`` of the section point
   ``(oy + i * step, ox + j * step)``); points beyond the grid use the nearest edge
-  cell linearly extrapolated.  G contains the section's affine part
-  (stretch/compression ``stretch_y``, ``stretch_x``: the section is the tissue scaled
-  by these factors, about the canvas centre; rotation; shift) and a smooth elastic
-  warp, both sampled exactly at the nodes, so G *is* the true map (no approximation).
+  cell linearly extrapolated.  The node values are, exactly,
+    c + Rot(rotation_deg) @ diag(1 / stretch_y, 1 / stretch_x) @ (node - c) + shift + e(node)
+  with c = ((H - 1) / 2, (W - 1) / 2), Rot(t) = [[cos t, -sin t], [sin t, cos t]] in
+  (y, x), and e a smooth random elastic displacement; the section is the tissue
+  stretched by ``stretch_y``, ``stretch_x``.  G *is* the true map (no approximation).
   D_k: one term per fold or crack ``k`` of the section (straight line through
   ``(y, x)`` with unit normal ``(ny, nx)``, section frame), ``d = (p - (y, x)) . (ny, nx)``:
     D_k(p) = sign(d) * jump / 2 * exp(-|d| / decay) * (ny, nx),   sign(0) = +1
@@ -51,7 +55,7 @@ Intensity model (for a tile pixel imaging section point p)
     raw   = V(q) (volume, linear interpolation, mirror beyond edges), unless p is
             fold: fold_gain * V(q); crack: crack_value; debris: debris_value;
             blank section: blank_value
-    sec   = regime_gain * raw + regime_offset                 (microscope settings of the section)
+    sec   = regime_gain * raw + regime_offset        (the section's microscope settings)
     tile  = (gain * sec + offset) * (1 - vignetting * |d|^2 / R^2) + N(0, noise_sigma)
     pixel = clip(round(tile), 0, 255) as uint8
   with ``noise_sigma = config.noise_sigma * sqrt(config.dwell_us / dwell_us)``.
@@ -85,7 +89,8 @@ groundtruth/acquisition/sections.parquet  one row per section:
 groundtruth/acquisition/defects.parquet   one row per fold/crack/debris blob:
     section, kind ('fold'|'crack'|'debris'), y, x (line point or blob centre, section
     frame px), ny, nx (unit normal of a line; 0 for debris), width, jump, decay (lines),
-    ry, rx, angle_deg (debris ellipse radii / rotation; 0 for lines).
+    ry, rx, angle_deg (debris ellipse, 0 for lines: with t = angle, (dy, dx) = p - (y, x),
+    debris where ((dy cos t + dx sin t) / ry)^2 + ((-dy sin t + dx cos t) / rx)^2 <= 1).
 groundtruth/acquisition/warp.npz          warp (n_sections, 2, gh, gw) float64,
     origin_yx (2,) float64 = (oy, ox), step float64 (see "Section -> volume").
 groundtruth/acquisition/masks.npz         masks (n_sections, H, W) uint8 on the
