@@ -278,6 +278,73 @@ def test_erl_nodes_outside_volume_are_ignored():
     assert res.erl_nm == pytest.approx(10.0)
 
 
+def _naive_erl(skeletons: dict, seg: np.ndarray, res: tuple) -> float:
+    """ERL by the definition, one skeleton at a time with networkx (independent check)."""
+    import networkx as nx
+
+    def segment_of(point):
+        v = tuple(np.rint(np.asarray(point) / res).astype(int))
+        return int(seg[v]) if all(0 <= a < n for a, n in zip(v, seg.shape, strict=True)) else None
+
+    owners: dict[int, set] = {}
+    for sid, sk in skeletons.items():
+        for p in sk.nodes_nm:
+            s = segment_of(p)
+            if s:
+                owners.setdefault(s, set()).add(sid)
+    merged = {s for s, o in owners.items() if len(o) > 1}
+    total, acc = 0.0, 0.0
+    for sk in skeletons.values():
+        g = nx.Graph()
+        for c, p in enumerate(sk.parents):
+            a, b = segment_of(sk.nodes_nm[c]), segment_of(sk.nodes_nm[p]) if p >= 0 else None
+            if p < 0 or a is None or b is None:
+                continue
+            length = float(np.linalg.norm(sk.nodes_nm[c] - sk.nodes_nm[p]))
+            total += length
+            if a == b and a != 0 and a not in merged:
+                g.add_edge(c, int(p), length=length)
+        for comp in nx.connected_components(g):
+            acc += g.subgraph(comp).size(weight="length") ** 2
+    return acc / total
+
+
+def _random_tree(rng: np.random.Generator, n: int, shape_nm: np.ndarray) -> Skeleton:
+    nodes = np.empty((n, 3))
+    parents = np.full(n, -1, dtype=np.int64)
+    nodes[0] = rng.uniform(0, shape_nm)
+    for k in range(1, n):
+        parents[k] = rng.integers(0, k)
+        nodes[k] = nodes[parents[k]] + rng.normal(0, 6, 3)
+    return Skeleton(nodes, np.ones(n), parents, np.full(n, 3, np.uint8))
+
+
+def test_erl_agrees_with_a_naive_implementation_on_random_trees():
+    rng = np.random.default_rng(11)
+    res = (8.0, 4.0, 4.0)
+    shape = (12, 24, 24)
+    ratios = []
+    for _ in range(4):
+        # Three random trees, skeleton k kept inside the y slab k (8 voxels = 32 nm wide).
+        skeletons = {}
+        for k in range(3):
+            sk = _random_tree(rng, 40, np.array(shape) * res)
+            np.clip(sk.nodes_nm, [0, 32 * k + 2, 0], [88, 32 * k + 29, 92], out=sk.nodes_nm)
+            skeletons[10 + k] = sk
+        perfect = (10 + np.indices(shape)[1] // 8).astype(np.uint64)
+        # Split along a random x plane, merge 11 into 10 in one corner, punch holes.
+        seg = perfect * 10 + (np.indices(shape)[2] > rng.integers(4, 20))
+        corner = seg[:6, :12]
+        corner[(corner // 10 == 10) | (corner // 10 == 11)] = 1
+        seg[rng.random(shape) < 0.02] = 0
+        for s in (perfect, seg):
+            got = ev.expected_run_length(skeletons, s, res)
+            assert got.erl_nm == pytest.approx(_naive_erl(skeletons, s, res))
+            ratios.append(got.erl_nm / got.max_erl_nm)
+    assert ratios[0::2] == pytest.approx([1.0] * 4)
+    assert 0 < min(ratios[1::2]) < 0.5  # non-trivial cases were checked
+
+
 def test_erl_honours_in_volume_flags():
     # Duck-typed skeleton: Skeleton.in_volume marks nodes not drawn in the volume.
     line = _line(0, 10)
@@ -325,6 +392,10 @@ def test_match_points_uses_resolution():
     assert len(ev.match_points(pred, true, 30, resolution_nm=(40, 4, 4)).pairs) == 0
     assert len(ev.match_points(pred, true, 40, resolution_nm=(40, 4, 4)).pairs) == 1
     assert len(ev.match_points(np.zeros((0, 3)), true, 40).pairs) == 0
+    # 2-d points (y, x), unit spacing by default.
+    assert ev.match_points([[0, 0], [5, 5]], [[0, 1]], 1.0).pairs.tolist() == [[0, 0]]
+    with pytest.raises(InputError, match="coordinates"):
+        ev.match_points([[0, 0]], [[0, 1]], 1.0, resolution_nm=(1, 1, 1))
 
 
 def _brute_force(pred: np.ndarray, true: np.ndarray, max_d: float) -> tuple[int, float]:

@@ -203,15 +203,16 @@ def match_points(
     pred_zyx: np.ndarray,
     true_zyx: np.ndarray,
     max_distance: float,
-    resolution_nm: Sequence[float] = (1.0, 1.0, 1.0),
+    resolution_nm: Sequence[float] | None = None,
 ) -> PointMatch:
     """Optimal one-to-one matching of predicted to true points within ``max_distance``.
 
     Maximises the number of pairs, then minimises their summed distance
     (candidates from a ``cKDTree``, exact assignment per connected component
     of the candidate graph with ``linear_sum_assignment``).  Points are
-    ``(N, D)`` voxel coordinates, scaled by ``resolution_nm`` (length ``D``);
-    ``max_distance`` is in scaled units and inclusive.  Fast (well under a
+    ``(N, D)`` voxel coordinates, scaled by ``resolution_nm`` (length ``D``;
+    ``None`` means 1 per axis); ``max_distance`` is in scaled units and
+    inclusive.  Fast (well under a
     second for 100k points) while ``max_distance`` is small against the point
     spacing; when it is not, the candidate graph percolates into one giant
     component and the exact sparse solver can take minutes.
@@ -221,6 +222,9 @@ def match_points(
         >>> m.pairs.tolist(), m.unmatched_pred.tolist(), m.unmatched_true.tolist()
         ([[0, 0]], [1], [])
     """
+    if resolution_nm is None:
+        dim = np.shape(pred_zyx)[-1] if np.size(pred_zyx) else np.shape(true_zyx)[-1]
+        resolution_nm = (1.0,) * int(dim)
     res = tuple(resolution_nm)
     return _match(
         _scaled(pred_zyx, res, "pred_zyx"), _scaled(true_zyx, res, "true_zyx"), max_distance
