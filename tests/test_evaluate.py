@@ -276,6 +276,13 @@ def test_erl_nodes_outside_volume_are_ignored():
     res = ev.expected_run_length(skeletons, seg, (1, 1, 1))
     assert res.per_skeleton.loc[0, "n_nodes_in_volume"] == 11
     assert res.erl_nm == pytest.approx(10.0)
+    # Leaving the volume (nodes 4-6 at y = 5) and coming back: two 3 nm pieces, and a
+    # perfect segmentation scores the maximum, (3^2 + 3^2) / 6 = 3.
+    line = _line(0, 10)
+    line.nodes_nm[4:7, 1] = 5.0
+    res = ev.expected_run_length({1: line}, seg, (1, 1, 1))
+    assert res.per_skeleton.loc[0, "length_nm"] == 6.0
+    assert res.erl_nm == pytest.approx(3.0) and res.max_erl_nm == pytest.approx(3.0)
 
 
 def _naive_erl(skeletons: dict, seg: np.ndarray, res: tuple) -> float:

@@ -10,6 +10,10 @@ and::
 
     ERL = sum over skeletons s, runs r of s:  length(r)^2 / total length
 
+``max_erl_nm`` is the same sum for a perfect segmentation, where the runs
+are the pieces of each skeleton inside the volume: one per skeleton unless
+it leaves the volume and comes back.
+
 Merge-aware (as in the FFN paper): a segment holding nodes of two or more
 different skeletons is a merge and every edge inside it counts as broken, so
 merging two neurons costs both of them all their length in that segment.
@@ -54,7 +58,7 @@ class ERL:
     """Expected run length in nm, with the perfect-segmentation bound and details."""
 
     erl_nm: float  # length-weighted mean run length; NaN when no edge is scored
-    max_erl_nm: float  # the ERL of a perfect segmentation: sum L_s^2 / sum L_s
+    max_erl_nm: float  # ERL of a perfect segmentation: sum of in-volume piece^2 / total length
     per_skeleton: pd.DataFrame  # one row per skeleton, columns _PER_SKELETON_COLUMNS
     merged_segment_ids: np.ndarray  # uint64, sorted: segments holding >= 2 skeletons
 
@@ -90,6 +94,23 @@ def _gather(
         np.concatenate(owner),
         np.asarray(ids, dtype=np.int64),
     )
+
+
+def _pieces(
+    n: int,
+    child: np.ndarray,
+    par: np.ndarray,
+    length: np.ndarray,
+    owner: np.ndarray,
+    keep: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Length and skeleton index of each connected piece of the ``keep`` edges."""
+    graph = sparse.coo_array((np.ones(int(keep.sum())), (child[keep], par[keep])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    piece_len = np.bincount(comp[child[keep]], weights=length[keep], minlength=comp.max() + 1)
+    piece_owner = np.zeros(len(piece_len), dtype=np.int64)
+    piece_owner[comp] = owner
+    return piece_len, piece_owner
 
 
 def expected_run_length(
@@ -160,18 +181,16 @@ def expected_run_length(
     if n == 0:
         empty = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in _PER_SKELETON_COLUMNS})
         return ERL(float("nan"), float("nan"), empty, merged_ids)
-    graph = sparse.coo_array(
-        (np.ones(int(correct.sum())), (child[correct], par[correct])), shape=(n, n)
-    )
-    _, comp = connected_components(graph, directed=False)
-    run_len = np.bincount(comp[child[correct]], weights=length[correct], minlength=comp.max() + 1)
-    run_owner = np.zeros(len(run_len), dtype=np.int64)
-    run_owner[comp] = owner
+    run_len, run_owner = _pieces(n, child, par, length, owner, correct)
     has_run = run_len > 0
+    # A perfect segmentation keeps every in-volume piece of a skeleton whole; pieces are
+    # separate where the skeleton leaves the volume and comes back.
+    piece_len, piece_owner = _pieces(n, child, par, length, owner, np.ones(len(child), bool))
 
     edge_owner = owner[child]
     total = np.bincount(edge_owner, weights=length, minlength=n_skel)
     sum_sq = np.bincount(run_owner, weights=run_len**2, minlength=n_skel)
+    max_sum_sq = np.bincount(piece_owner, weights=piece_len**2, minlength=n_skel)
     with np.errstate(invalid="ignore", divide="ignore"):
         own_erl = np.where(total > 0, sum_sq / total, np.nan)
     table = pd.DataFrame(
@@ -192,7 +211,7 @@ def expected_run_length(
     )
     grand = float(total.sum())
     if grand > 0:
-        erl, max_erl = float(sum_sq.sum() / grand), float((total**2).sum() / grand)
+        erl, max_erl = float(sum_sq.sum() / grand), float(max_sum_sq.sum() / grand)
     else:
         erl = max_erl = float("nan")
     return ERL(erl_nm=erl, max_erl_nm=max_erl, per_skeleton=table, merged_segment_ids=merged_ids)
