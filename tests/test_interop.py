@@ -283,7 +283,7 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[str, str, str]]:
     group.create_array("a", shape=(2, 2, 2), dtype="uint8")
     group.create_array("b", shape=(2, 2, 2), dtype="uint8")
     (tmp / "not.zarr").mkdir()
-    for name in ("shapes", "dtypes", "rgb", "corrupt", "empty"):
+    for name in ("shapes", "dtypes", "rgb", "corrupt", "empty", "badtif"):
         (tmp / name).mkdir()
     for z in range(3):
         Image.fromarray(good[z]).save(tmp / "shapes" / f"{z}.png")
@@ -295,6 +295,8 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[str, str, str]]:
     Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp / "shapes" / "1.png")
     Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp / "rgb" / "0.png")
     (tmp / "corrupt" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n rubbish")
+    tifffile.imwrite(tmp / "badtif" / "a1.tif", good[0])
+    (tmp / "badtif" / "a2.tif").write_bytes(b"II*\x00garbage")
     return {
         "missing": (str(tmp / "nope.npy"), "image", "no such file"),
         "unsupported": (str(tmp / "vol.txt"), "image", "unsupported volume format"),
@@ -323,6 +325,7 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[str, str, str]]:
         "slices-rgb": (str(tmp / "rgb"), "image", "0.png"),
         "slices-corrupt": (str(tmp / "corrupt"), "image", "2.png"),
         "slices-empty": (str(tmp / "empty"), "image", "no .png/.tif/.tiff slices"),
+        "slices-garbage-tif": (str(tmp / "badtif"), "image", "a2.tif: holds no readable image"),
     }
 
 
@@ -336,7 +339,7 @@ BAD_NAMES = [
     "garbage-h5", "1d", "rgb-4d", "float-labels", "negative-labels", "negative-image", "complex",
     "objects", "npz-key", "h5-ambiguous", "h5-missing-key", "h5-group", "zarr-ambiguous",
     "zarr-missing-key", "zarr-empty", "npy-with-key", "slices-shapes", "slices-dtypes",
-    "slices-rgb", "slices-corrupt", "slices-empty",
+    "slices-rgb", "slices-corrupt", "slices-empty", "slices-garbage-tif",
 ]  # fmt: skip
 
 

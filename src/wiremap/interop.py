@@ -2,8 +2,9 @@
 
 Sources are named by a path, with an optional inner key after a colon::
 
-    vol.npy               NumPy array (memory-mapped, read lazily)
-    vol.npz[:key]         NumPy archive: the named array, or the first one
+    vol.npy               NumPy array (memory-mapped slab by slab)
+    vol.npz[:key]         NumPy archive: the named array, or the first one (loaded whole:
+                          zip members cannot be memory-mapped)
     stack.tif             multi-page TIFF (one page per section, read page by page)
     slices/               directory of PNG/TIFF sections, in natural order (2 < 10)
     vol.h5[:/group/data]  HDF5 dataset (the only dataset if no key is given)
@@ -56,7 +57,7 @@ DEFAULT_H5_KEY = "/data"
 
 # What the readers raise on unreadable, truncated or malformed files.
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError,
+    OSError, ValueError, KeyError, IndexError, TypeError, EOFError, RuntimeError,
     zipfile.BadZipFile, tifffile.TiffFileError, zarr.errors.BaseZarrError,
 )  # fmt: skip
 #: Called after each slab with (sections done, sections in all), e.g. to drive a progress bar.
@@ -240,7 +241,7 @@ def _open_tiff(path: Path) -> VolumeSource:
                 f"{path}: pages of different shapes or types ({shapes}); need one stack"
             )
         series = tif.series[0]
-        pages = series.pages
+        pages = [page for page in series.pages if page is not None]
         if (
             len(series.shape) == 3
             and len(pages) == series.shape[0]
@@ -270,8 +271,9 @@ def _slice_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             probe = np.asarray(Image.new(im.mode, (1, 1)))  # dtype and channels of this mode
             return (im.height, im.width, *probe.shape[2:]), probe.dtype
     with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        return tuple(series.shape), np.dtype(series.dtype)
+        if not tif.series:
+            raise InputError(f"{path}: holds no readable image (corrupt or empty TIFF)")
+        return tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
 
 
 def _read_slice(path: Path) -> np.ndarray:
@@ -365,10 +367,10 @@ def _open_zarr(path: Path, key: str | None, name: str) -> VolumeSource:
         node = node[key.strip("/")]
     if isinstance(node, zarr.Group):
         # OME-Zarr keeps full resolution as the first dataset of its first multiscale.
-        attrs = dict(node.attrs)
+        attrs: dict[str, Any] = dict(node.attrs)
         multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
         if multiscales:
-            key = multiscales[0]["datasets"][0]["path"]
+            key = str(multiscales[0]["datasets"][0]["path"])
         else:
             arrays = [
                 n for n, member in node.members(max_depth=None) if isinstance(member, zarr.Array)
@@ -380,7 +382,7 @@ def _open_zarr(path: Path, key: str | None, name: str) -> VolumeSource:
                     f"name one as {path}:name"
                 )
             key = arrays[0]
-        node = node[key]
+        node = node[str(key)]
         name = f"{path}:{key}"
     if not isinstance(node, zarr.Array):
         raise InputError(f"{name}: not a Zarr array")
@@ -570,7 +572,7 @@ def export_volume(
             with tmp.open("wb") as fh:
                 np.lib.format.write_array_header_1_0(fh, {**header, "shape": roi.shape})
                 for _, data in slabs():
-                    fh.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                    np.ascontiguousarray(data).tofile(fh)
         elif suffix in (".tif", ".tiff"):
             sections = (section for _, data in slabs() for section in data)
             tifffile.imwrite(
