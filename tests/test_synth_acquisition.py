@@ -350,3 +350,35 @@ def test_bad_input() -> None:
         AcquisitionConfig(bogus=1)
     with pytest.raises(ValueError):
         AcquisitionConfig(beams=60)
+
+
+def test_mfov_jitter_is_shared_by_the_beams_of_an_mfov(vol: np.ndarray) -> None:
+    cfg = AcquisitionConfig(tile_width_px=40, overlap=0.15, stage_jitter_px=0.2,
+                            mfov_jitter_px=0.9, rescan_fraction=0.0)  # fmt: skip
+    a = simulate_acquisition(vol[:4], RES, cfg, seed=0)
+    t = a.groundtruth.tiles.assign(dy=lambda f: f.y_true - f.y, dx=lambda f: f.x_true - f.x)
+    per_mfov = t.groupby(["section", "mfov"])[["dy", "dx"]].transform("mean")
+    within = (t[["dy", "dx"]] - per_mfov).to_numpy()
+    shared = t.groupby(["section", "mfov"])[["dy", "dx"]].mean().to_numpy()
+    assert len(shared) >= 16
+    assert abs(within.std() - 0.2) < 0.03
+    assert 0.6 < shared.std() < 1.2
+    # jitter that could open a gap between neighbouring tiles is refused
+    with pytest.raises(ConfigError, match="gaps"):
+        simulate_acquisition(vol[:1], RES, cfg.model_copy(update={"mfov_jitter_px": 1.0}))
+
+
+@pytest.mark.slow
+def test_full_size_acquisition_within_budget() -> None:
+    """64 sections of 1024 x 1024 in < 60 s of one core, PNG encoding included."""
+    import time
+
+    from wiremap.synth.acquisition import encode_png
+
+    big = np.concatenate([texture((8, 1024, 1024), seed=s) for s in range(8)])
+    t0 = time.process_time()
+    a = simulate_acquisition(big, RES, AcquisitionConfig(defects=True), seed=0)
+    n_bytes = sum(len(encode_png(tile)) for tile in a.tiles)
+    cpu = time.process_time() - t0
+    assert n_bytes > 0 and len(a.tiles) >= 64 * 61
+    assert cpu < 60, cpu

@@ -29,7 +29,8 @@ Tile -> section (true, exact)
   of its pixel (0, 0), were there no lens distortion) and ``lens_k`` its radial
   (barrel, ``lens_k > 0``) distortion: a tile corner moves outward by ``lens_k * R`` px.
   The NOMINAL position (manifest) is where the stage meant to put the tile; true =
-  nominal + stage jitter (truncated normal: neighbouring tiles always overlap).
+  nominal + stage jitter (per tile, plus per mFoV when asked; truncated normals, so
+  neighbouring tiles always overlap).
   ``section_to_tile`` inverts the map (fixed-point iteration).  Tiles lie on a hexagonal
   lattice, mFoV by mFoV (see ``wiremap.synth.multibeam``).
 
@@ -168,6 +169,9 @@ class AcquisitionConfig(BaseModel):
     # sd per axis of a tile's true offset from its nominal position (normal truncated at
     # 2.27 sd); None: (overlap px - 1) / 6, so neighbouring tiles never part
     stage_jitter_px: float | None = Field(default=None, ge=0.0)
+    # sd per axis of a stage offset shared by all tiles of one mFoV (truncated likewise); on a
+    # real multi-beam SEM the stage moves per mFoV while beams keep their relative positions
+    mfov_jitter_px: float = Field(default=0.0, ge=0.0)
     # -- optics and detector
     # mean outward (barrel) radial displacement at a tile corner
     lens_distortion_px: float = Field(default=1.0, ge=0.0)
@@ -330,15 +334,16 @@ def _truncated_normal(rng: np.random.Generator, size: tuple[int, ...]) -> np.nda
 
 
 def _jitter(cfg: AcquisitionConfig, tile_shape: tuple[int, int]) -> float:
-    """Stage jitter sd; refuses one letting neighbouring tiles part (gaps no stitcher can fill)."""
+    """Per-tile jitter sd; refuses jitter letting neighbouring tiles part (unfillable gaps)."""
     overlap_px = cfg.overlap * min(tile_shape)
     if cfg.stage_jitter_px is None:
-        return max(overlap_px - 1.0, 0.0) / 6
-    if 2 * JITTER_BOUND * cfg.stage_jitter_px >= overlap_px:
+        return max((overlap_px - 1.0) / 6 - cfg.mfov_jitter_px, 0.0)
+    total = cfg.stage_jitter_px + cfg.mfov_jitter_px
+    if 2 * JITTER_BOUND * total >= overlap_px:
         raise ConfigError(
-            f"stage_jitter_px={cfg.stage_jitter_px} can open gaps between tiles that overlap by "
-            f"{overlap_px:.1f} px; use at most {overlap_px / (2 * JITTER_BOUND):.2f} "
-            "or larger tiles"
+            f"stage_jitter_px + mfov_jitter_px = {total} can open gaps between tiles that "
+            f"overlap by {overlap_px:.1f} px; use at most {overlap_px / (2 * JITTER_BOUND):.2f} "
+            "in all, or larger tiles"
         )
     return float(cfg.stage_jitter_px)
 
@@ -359,7 +364,7 @@ def _plan(cfg: AcquisitionConfig, shape: tuple[int, int], rng: np.random.Generat
     lens_margin = cfg.lens_distortion_px * (1 + 3 * cfg.lens_spread)
     jitter = cfg.stage_jitter_px or 0.0
     for _ in range(2 if cfg.stage_jitter_px is None else 1):  # auto jitter depends on tile size
-        margin = JITTER_BOUND * jitter * 1.05 + lens_margin + 1
+        margin = JITTER_BOUND * (jitter + cfg.mfov_jitter_px) * 1.05 + lens_margin + 1
         layout = mb.plan_layout(
             shape, cfg.beams, cfg.overlap, cfg.tile_aspect, cfg.tile_width_px, margin=margin
         )
@@ -368,7 +373,8 @@ def _plan(cfg: AcquisitionConfig, shape: tuple[int, int], rng: np.random.Generat
     R = mb.lens_radius((h, w))
     k_beam = cfg.lens_distortion_px / R * (1 + cfg.lens_spread * rng.standard_normal(cfg.beams))
     # the stored warp grid covers every tile wherever the jitter puts it
-    pad = 2 * JITTER_BOUND * jitter + 2 * lens_margin + 2 + cfg.warp_grid_step_px
+    pad = 2 * JITTER_BOUND * (jitter + cfg.mfov_jitter_px) + 2 * lens_margin + 2
+    pad += cfg.warp_grid_step_px
     step = float(cfg.warp_grid_step_px)
     lo = np.floor((layout.top_left.min(0) - pad) / step) * step
     hi = layout.top_left.max(0) + np.array([h, w]) + pad
@@ -406,6 +412,10 @@ def _image_scan(
     warp, origin, step, sec_def = gt_maps
     T = len(plan.lens_k)
     true_tl = plan.layout.top_left + plan.jitter * _truncated_normal(rng, (T, 2))
+    if cfg.mfov_jitter_px > 0:  # drawn only when asked, so other outputs keep their streams
+        n_mfov = int(plan.layout.mfov.max()) + 1
+        shared = cfg.mfov_jitter_px * _truncated_normal(rng, (n_mfov, 2))
+        true_tl += shared[plan.layout.mfov]
     gain = 1 + cfg.tile_gain_sd * rng.standard_normal(T)
     off = cfg.tile_offset_sd * rng.standard_normal(T)
     vig = cfg.vignetting * rng.uniform(0.8, 1.2, size=T)
