@@ -175,6 +175,14 @@ def test_contingency_table_matches_brute_force(monkeypatch, chunk):
     assert t.n_voxels == 20_000
 
 
+def test_ignore_truth_is_exact_for_large_uint64_ids():
+    # 2**62 and 2**62 + 1 are the same float64: ignoring one must not drop the other.
+    truth = np.array([2**62, 2**62 + 1, 0, 5], dtype=np.uint64)
+    t = ev.contingency_table(np.ones(4, dtype=np.uint64), truth, ignore_truth=(2**62 + 1, 0))
+    assert t.truth_ids.tolist() == [5, 2**62]
+    assert ev.contingency_table(np.ones(4, np.uint64), truth, ignore_truth=(-1,)).n_voxels == 4
+
+
 def test_segment_to_truth_map_max_overlap_ties_and_background():
     seg = np.array([1, 1, 1, 2, 2, 3, 3, 0])
     truth = np.array([4, 4, 5, 0, 0, 9, 8, 4])

@@ -159,8 +159,9 @@ def contingency_table(
     keys, counts = keys[order], counts[order]
     table_gt = np.asarray(gt_ids)[keys // n_seg]
     table_seg = np.asarray(seg_ids)[keys % n_seg]
-    ignore = np.asarray(list(ignore_truth))
-    keep = ~np.isin(table_gt, ignore) if ignore.size else np.ones(len(keys), dtype=bool)
+    # Compare in the labels' own dtype: uint64 against int64 would go through float64.
+    ignore = [i for i in ignore_truth if np.can_cast(np.min_scalar_type(i), table_gt.dtype)]
+    keep = ~np.isin(table_gt, np.asarray(ignore, dtype=table_gt.dtype))
     return ContingencyTable(
         segment_ids=table_seg[keep],
         truth_ids=table_gt[keep],
