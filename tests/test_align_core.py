@@ -139,3 +139,13 @@ def test_blank_and_fold_detection(img):
     folded = known.paint_band(img, band)
     m = normalize.fold_mask(folded)
     assert m[band].mean() > 0.9 and m[~band].mean() < 0.1
+
+
+def test_iterative_solver_matches_direct():
+    rng = np.random.default_rng(1)
+    truth = Field.from_affine(np.array([[1.01, 0.0, 2.0], [0.0, 0.99, -1.0]]), (256, 256), 16)
+    d = truth.data + rng.normal(0, 0.1, truth.data.shape).astype(np.float32)
+    d[:, 3:6, 3:6] = np.nan
+    direct = relax(truth.with_data(d), reference=truth)
+    cg = relax(truth.with_data(d), reference=truth, cfg=MeshConfig(direct_max_nodes=0))
+    assert np.abs(direct.data - cg.data).max() < 1e-3

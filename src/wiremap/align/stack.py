@@ -44,8 +44,10 @@ class AlignConfig(BaseModel):
     coarse: FlowConfig = PydField(default_factory=lambda: FlowConfig(
         patch=32, stride=16, max_shift=8, whiten=0.5))
     fine: FlowConfig = PydField(default_factory=lambda: FlowConfig(
-        patch=64, stride=16, max_shift=8, whiten=0.5))
-    fine_iterations: int = 3  # flow -> relax rounds at full resolution
+        patch=64, stride=32, max_shift=8, whiten=0.5))  # first full-resolution round
+    refine: FlowConfig = PydField(default_factory=lambda: FlowConfig(
+        patch=32, stride=16, max_shift=4, whiten=0.5))  # later rounds: small, dense patches
+    fine_iterations: int = 2  # flow -> relax rounds at full resolution (first uses ``fine``)
     mesh: MeshConfig = PydField(default_factory=MeshConfig)
     normalize: bool = True  # contrast-normalise sections before matching
     mask_folds: bool = True  # detect dark fold/crack bands and cut them from matching
@@ -117,15 +119,12 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
     shape = tuple(int(n) for n in fixed.shape[-2:])
     a = coarse_affine(fixed, moving, cfg, fixed_mask, moving_mask)
     fixed_pieces, moving_pieces = _pieces(fixed_mask), _pieces(moving_mask)
-    ref = Field.from_affine(a, shape, cfg.fine.stride)
-    cut = None
-    if fixed_mask is not None:
-        cut = _node_cut(fixed_mask, ref)
-    cur = ref
+    cur = Field.from_affine(a, shape, cfg.fine.stride)
     n_match, res, res95 = 0, float("nan"), float("nan")
     for it in range(cfg.fine_iterations):
-        fcfg = cfg.fine if it == 0 else cfg.fine.model_copy(
-            update={"max_shift": max(3, cfg.fine.max_shift // 2)})
+        fcfg = cfg.fine if it == 0 else cfg.refine
+        ref = Field.from_affine(a, shape, fcfg.stride)
+        cut = None if fixed_mask is None else _node_cut(fixed_mask, ref)
         flow, ratio = estimate_flow(fixed, moving, fcfg, prior=cur,
                                     fixed_mask=fixed_pieces, moving_mask=moving_pieces)
         flow = clean_flow(flow)
@@ -224,7 +223,8 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
         flags = ["fold/crack masked"] if frac > 0 else []
         if prev is None:
             shape = tuple(int(n) for n in img.shape[-2:])
-            ident = Field.zeros(shape, cfg.fine.stride)
+            ident = Field.zeros(shape, cfg.refine.stride if cfg.fine_iterations > 1
+                                else cfg.fine.stride)
             out.append(SectionAlignment(z, "reference", ident, None, fold_fraction=frac,
                                         min_jacobian=1.0, flags=flags))
             prev = (z, img, mask, ident)

@@ -17,9 +17,10 @@ from wiremap.align.field import Field
 
 
 def source_window(field: Field, out_offset: tuple[int, int], out_shape: tuple[int, int],
-                  src_shape: tuple[int, int], margin: int = 2) -> tuple[slice, slice] | None:
+                  src_shape: tuple[int, int], margin: int = 2,
+                  dense: np.ndarray | None = None) -> tuple[slice, slice] | None:
     """Source slices an output ROI reads (``None`` when it reads nothing inside the source)."""
-    d = field.dense(out_shape, out_offset)
+    d = field.dense(out_shape, out_offset) if dense is None else dense
     y0 = int(np.floor(out_offset[0] + d[0].min())) - margin
     y1 = int(np.ceil(out_offset[0] + out_shape[0] - 1 + d[0].max())) + margin + 1
     x0 = int(np.floor(out_offset[1] + d[1].min())) - margin
@@ -37,7 +38,7 @@ def render_roi(source: Any, field: Field, out_offset: tuple[int, int],
     """Pixels ``out_offset + [0, out_shape)`` of ``source`` warped by ``field`` (float32)."""
     src_shape = tuple(int(n) for n in source.shape[-2:])
     d = field.dense(out_shape, out_offset)
-    win = source_window(field, out_offset, out_shape, src_shape)
+    win = source_window(field, out_offset, out_shape, src_shape, dense=d)
     if win is None:
         return np.full(out_shape, cval, np.float32)
     patch = np.asarray(source[win], dtype=np.float32)
