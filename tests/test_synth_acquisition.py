@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from wiremap.errors import ConfigError, InputError
+from wiremap.errors import ConfigError, InputError, WorkspaceError
 from wiremap.synth import defects as dfx
 from wiremap.synth import multibeam as mb
 from wiremap.synth.acquisition import (
@@ -339,6 +339,16 @@ def test_write_and_load_roundtrip(tmp_path, vol: np.ndarray) -> None:
         true_tile_to_section(gt, 0, 3, p), true_tile_to_section(a.groundtruth, 0, 3, p)
     )
     assert ws.read_json("tiles/acquisition.json")["tile_shape_yx"] == list(a.tiles[0].shape)
+    # a rewrite with fewer sections leaves no stale tile behind
+    small = simulate_acquisition(vol[:1, :96, :128], RES, cfg, seed=4)
+    write_acquisition(small, ws)
+    assert sorted(k for k in ws.list("tiles/") if k.endswith(".png")) == sorted(
+        small.manifest["key"]
+    )
+    assert len(load_groundtruth(ws).sections) == 1
+    ws.write_json("tiles/acquisition.json", {"format": "something/else"})
+    with pytest.raises(WorkspaceError):
+        load_groundtruth(ws)
 
 
 def test_bad_input() -> None:

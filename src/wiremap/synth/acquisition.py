@@ -570,7 +570,16 @@ def encode_png(tile: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 def write_acquisition(acq: Acquisition, ws: _Writable) -> None:
-    """Write tiles, ground truth, then manifest and ``tiles/acquisition.json`` (the done-marker)."""
+    """Write tiles, ground truth, then manifest and ``tiles/acquisition.json`` (the done-marker).
+
+    A workspace that can delete (``delete_prefix``, as ``wiremap.workspace.Workspace``)
+    first loses its old marker, tiles and acquisition ground truth, so an interrupted
+    rewrite is visibly incomplete (no marker) and no stale tile survives a new run.
+    """
+    delete = getattr(ws, "delete_prefix", None)  # optional: plain key-value sinks work too
+    if delete is not None:
+        for prefix in (META_KEY, "tiles/", GT_PREFIX):
+            delete(prefix)
     level = int(acq.meta.get("config", {}).get("png_compress_level", 1))
     for key, tile in zip(acq.manifest["key"], acq.tiles, strict=True):
         ws.write_bytes(key, encode_png(tile, level))

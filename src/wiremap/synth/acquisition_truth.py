@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from wiremap.errors import InputError
+from wiremap.errors import InputError, WorkspaceError
 from wiremap.synth import defects as dfx
 from wiremap.synth import multibeam as mb
 
@@ -184,6 +184,9 @@ def read_tile(ws: _Readable, key: str) -> np.ndarray:
 def load_groundtruth(ws: _Readable) -> AcquisitionGroundTruth:
     """The acquisition ground truth written by :func:`write_acquisition`."""
     meta = ws.read_json(META_KEY)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise WorkspaceError(f"{META_KEY} is not a {FORMAT} acquisition (format: {got})")
     warp = np.load(io.BytesIO(ws.read_bytes(GT_PREFIX + "warp.npz")))
     masks = np.load(io.BytesIO(ws.read_bytes(GT_PREFIX + "masks.npz")))["masks"]
     H, W = meta["section_shape_yx"]
