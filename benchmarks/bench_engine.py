@@ -26,14 +26,18 @@ def run(quick: bool) -> dict:
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.create(f"{tmp}/ws")
-        layer = create_layer(ws, "raw", shape_zyx=shape, resolution_nm=(30, 4, 4), dtype="uint8", chunk_zyx=(32, 128, 128))
+        layer = create_layer(
+            ws, "raw", shape_zyx=shape, resolution_nm=(30, 4, 4), dtype="uint8", chunk_zyx=(32, 128, 128)
+        )
         layer.write(image)
         start = time.perf_counter()
         reference = smooth(image, SIGMA)
         seconds = {"numpy": time.perf_counter() - start}
         for executor in ("serial", "processes", "dask"):
             start = time.perf_counter()
-            smooth_layer(ws, "raw", f"out_{executor}", SIGMA, block_shape=block, executor=executor, workers=2, progress=False)
+            smooth_layer(
+                ws, "raw", f"out_{executor}", SIGMA, block_shape=block, executor=executor, workers=2, progress=False
+            )
             seconds[executor] = time.perf_counter() - start
         identical = all(
             np.array_equal(open_layer(ws, f"out_{e}").read(), reference) for e in ("serial", "processes", "dask")

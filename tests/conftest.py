@@ -14,9 +14,7 @@ TESTS_DIR = Path(__file__).parent
 # Worker processes (process pool, Dask) import test block functions from here.
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH", "")) if p
-)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture

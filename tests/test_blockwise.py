@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from blockwise_ops import FlakyBlock, SlowSmoothBlock
 
+from blockwise_ops import FlakyBlock, SlowSmoothBlock
 from wiremap.blockwise import (
     BlockGrid,
     BlockTask,
@@ -41,9 +41,7 @@ def image_ws(workspace, rng):
 
 def _chunked(ws, image):
     """The input again with chunks that the small test blocks align to."""
-    layer = create_layer(
-        ws, "raw16", shape_zyx=SHAPE, resolution_nm=(30, 4, 4), dtype="uint8", chunk_zyx=(16, 32, 32)
-    )
+    layer = create_layer(ws, "raw16", shape_zyx=SHAPE, resolution_nm=(30, 4, 4), dtype="uint8", chunk_zyx=(16, 32, 32))
     layer.write(image)
     return "raw16"
 

@@ -14,7 +14,9 @@ from wiremap.volume import write_volume
 
 def test_skeleton_table_round_trip():
     sk = {
-        5: Skeleton(np.array([[0.0, 1, 2], [3, 4, 5]]), np.array([1.0, 2]), np.array([-1, 0]), np.array([1, 3], np.uint8)),
+        5: Skeleton(
+            np.array([[0.0, 1, 2], [3, 4, 5]]), np.array([1.0, 2]), np.array([-1, 0]), np.array([1, 3], np.uint8)
+        ),
         9: Skeleton(np.zeros((1, 3)), np.ones(1), np.array([-1]), np.array([Compartment.AXON], np.uint8)),
     }
     back = skeletons_from_table(skeleton_table(sk))

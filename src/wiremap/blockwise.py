@@ -86,9 +86,7 @@ class BlockGrid:
     def block(self, index: Sequence[int]) -> Block:
         gz, gy, gx = self.grid_shape
         iz, iy, ix = index
-        offset = tuple(
-            o + i * b for o, i, b in zip(self.total_roi.offset, index, self.block_shape, strict=True)
-        )
+        offset = tuple(o + i * b for o, i, b in zip(self.total_roi.offset, index, self.block_shape, strict=True))
         write = Roi(offset, self.block_shape).intersect(self.total_roi)  # type: ignore[arg-type]
         read = write.grow(self.context).intersect(self.total_roi)
         return Block((iz * gy + iy) * gx + ix, (iz, iy, ix), read, write)
@@ -208,7 +206,9 @@ class _progress:
         self.bar.stop()
 
 
-def _run_serial(task: BlockTask, pending: list[Block], report: RunReport, advance: Callable[[], None], **_: Any) -> None:
+def _run_serial(
+    task: BlockTask, pending: list[Block], report: RunReport, advance: Callable[[], None], **_: Any
+) -> None:
     for block in pending:
         for attempt in range(task.max_retries + 1):
             try:

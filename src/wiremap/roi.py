@@ -73,9 +73,7 @@ class Roi:
     def to_slices(self, relative_to: Roi | None = None) -> tuple[slice, slice, slice]:
         """Slices selecting this ROI from an array covering ``relative_to`` (default: origin)."""
         base = relative_to.offset if relative_to is not None else (0, 0, 0)
-        return tuple(
-            slice(o - b, o - b + s) for o, b, s in zip(self.offset, base, self.shape, strict=True)
-        )  # type: ignore[return-value]
+        return tuple(slice(o - b, o - b + s) for o, b, s in zip(self.offset, base, self.shape, strict=True))  # type: ignore[return-value]
 
     def intersect(self, other: Roi) -> Roi:
         start = np.maximum(self.offset, other.offset)

@@ -105,8 +105,9 @@ class Layer:
         if not full.contains(roi):
             raise InputError(f"ROI {roi} lies outside layer {self.name!r} (extent {full})")
         (z0, y0, x0), (z1, y1, x1) = roi.offset, roi.end
-        data = self.store(scale)[x0:x1, y0:y1, z0:z1, 0].read().result()
-        return np.ascontiguousarray(data.transpose(2, 1, 0))
+        # Fortran order in (x, y, z) is C order in (z, y, x): the transpose is free.
+        data = self.store(scale)[x0:x1, y0:y1, z0:z1, 0].read(order="F").result()
+        return data.transpose(2, 1, 0)
 
     def write(self, data: np.ndarray, offset: Sequence[int] = (0, 0, 0), scale: int = 0) -> None:
         """Write a ``(z, y, x)`` array with its first voxel at ``offset``."""

@@ -23,9 +23,10 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -38,6 +39,7 @@ from wiremap.config import WorkspaceConfig, dump_toml, load_toml
 from wiremap.errors import LayerExistsError, LayerNotFoundError, WorkspaceError
 
 CONFIG_KEY = "wiremap.toml"
+T = TypeVar("T")
 
 #: Stages of the pipeline in order; ``status`` reports each as done, stale or missing.
 PIPELINE_STAGES = (
@@ -88,8 +90,7 @@ def kvstore_spec(url: str) -> dict[str, Any]:
     if scheme == "memory":
         return {"driver": "memory", "path": (parsed.netloc + "/" + prefix).strip("/") + "/"}
     raise WorkspaceError(
-        f"unsupported workspace URL scheme {scheme!r} in {url!r} "
-        "(use a local path, file://, s3://, gs:// or memory://)"
+        f"unsupported workspace URL scheme {scheme!r} in {url!r} (use a local path, file://, s3://, gs:// or memory://)"
     )
 
 
@@ -121,20 +122,19 @@ class Workspace:
     @classmethod
     def create(cls, url: str, *, exist_ok: bool = False, name: str | None = None) -> Workspace:
         """Create a new workspace at ``url`` (or open it if ``exist_ok`` and it exists)."""
-        kv = _open_kvstore(url)
-        if kv.read(CONFIG_KEY).result().state == "value":
+        ws = cls(url, _open_kvstore(url), WorkspaceConfig(name=name or _default_name(url), wiremap_version=__version__))
+        if ws.exists(CONFIG_KEY):
             if exist_ok:
                 return cls.open(url)
             raise LayerExistsError(f"a workspace already exists at {url}")
-        config = WorkspaceConfig(name=name or _default_name(url), wiremap_version=__version__)
-        kv.write(CONFIG_KEY, dump_toml(config.to_toml_dict()).encode()).result()
-        return cls(url, kv, config)
+        ws.write_bytes(CONFIG_KEY, dump_toml(ws.config.to_toml_dict()).encode())
+        return ws
 
     @classmethod
     def open(cls, url: str) -> Workspace:
         """Open an existing workspace; a clear error if there is none at ``url``."""
         kv = _open_kvstore(url)
-        raw = kv.read(CONFIG_KEY).result()
+        raw = _io(lambda: kv.read(CONFIG_KEY).result(), url, CONFIG_KEY)
         if raw.state != "value":
             raise WorkspaceError(f"no wiremap workspace at {url} (run `wiremap init {url}` first)")
         config = WorkspaceConfig.from_toml_dict(load_toml(bytes(raw.value).decode(), CONFIG_KEY))
@@ -148,30 +148,32 @@ class Workspace:
 
     # -- bytes ------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
-        result = self.kvstore.read(_check_key(key)).result()
+        result = _io(lambda: self.kvstore.read(_check_key(key)).result(), self.url, key)
         if result.state != "value":
             raise LayerNotFoundError(f"{key} not found in workspace {self.url}")
         return bytes(result.value)
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self.kvstore.write(_check_key(key), data).result()
+        _io(lambda: self.kvstore.write(_check_key(key), data).result(), self.url, key)
 
     def exists(self, key: str) -> bool:
-        return self.kvstore.read(_check_key(key)).result().state == "value"
+        return _io(lambda: self.kvstore.read(_check_key(key)).result(), self.url, key).state == "value"
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix`` (sorted)."""
         if prefix:
             _check_key(prefix)
-            keys = self.kvstore.list(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result()
+            keys = _io(
+                lambda: self.kvstore.list(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result(), self.url, prefix
+            )
         else:
-            keys = self.kvstore.list().result()
+            keys = _io(lambda: self.kvstore.list().result(), self.url, "")
         return sorted(k.decode() for k in keys)
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix`` (a layer, a stage's markers)."""
         _check_key(prefix)
-        self.kvstore.delete_range(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result()
+        _io(lambda: self.kvstore.delete_range(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result(), self.url, prefix)
 
     # -- JSON and tables --------------------------------------------------------
     def read_json(self, key: str) -> Any:
@@ -210,9 +212,7 @@ class Workspace:
     # -- layers -----------------------------------------------------------------
     def layers(self) -> list[str]:
         """Names of precomputed layers (directories under ``layers/`` with an ``info``)."""
-        return sorted(
-            k.split("/")[1] for k in self.list("layers/") if k.count("/") == 2 and k.endswith("/info")
-        )
+        return sorted(k.split("/")[1] for k in self.list("layers/") if k.count("/") == 2 and k.endswith("/info"))
 
     @staticmethod
     def layer_key(name: str) -> str:
@@ -286,6 +286,14 @@ def _open_kvstore(url: str) -> ts.KvStore:
         return ts.KvStore.open(kvstore_spec(url)).result()
     except ValueError as exc:  # TensorStore reports unreachable or malformed stores as ValueError
         raise WorkspaceError(f"cannot open workspace {url}: {exc}") from exc
+
+
+def _io(operation: Callable[[], T], url: str, key: str) -> T:
+    """Run one storage operation; storage failures (no such bucket, no permission) become WorkspaceError."""
+    try:
+        return operation()
+    except ValueError as exc:  # TensorStore reports storage errors as ValueError
+        raise WorkspaceError(f"storage error at {url} ({key or 'listing'}): {exc}") from exc
 
 
 def _default_name(url: str) -> str:

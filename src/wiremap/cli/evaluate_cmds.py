@@ -21,7 +21,9 @@ from wiremap.volume import Layer
 from wiremap.workspace import Workspace
 
 console = Console()
-evaluate_app = typer.Typer(help="Score results against ground truth (VOI, ARAND, ERL, F1, residuals).", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Score results against ground truth (VOI, ARAND, ERL, F1, residuals).", no_args_is_help=True
+)
 
 
 def _report(ws: Workspace, what: str, figures: dict[str, Any]) -> None:
@@ -37,16 +39,16 @@ def segmentation(
     workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
     layer: Annotated[str, typer.Option(help="Segmentation layer to score.")] = "segmentation",
     truth: Annotated[str, typer.Option(help="Ground-truth segmentation layer.")] = "groundtruth/neurons",
-    skeletons: Annotated[str | None, typer.Option(help="Ground-truth skeleton table for ERL ('' to skip).")] = "groundtruth/skeletons.parquet",
+    skeletons: Annotated[
+        str | None, typer.Option(help="Ground-truth skeleton table for ERL ('' to skip).")
+    ] = "groundtruth/skeletons.parquet",
     roi: Annotated[str | None, typer.Option(help="Score only z0:z1,y0:y1,x0:x1.")] = None,
 ) -> None:
     """VOI split/merge (bits), adapted Rand error and expected run length."""
     ws = Workspace.open(workspace)
     pred_layer, truth_layer = Layer(ws, layer), Layer(ws, truth)
     if pred_layer.info.shape_zyx != truth_layer.info.shape_zyx:
-        raise InputError(
-            f"{layer} has shape {pred_layer.info.shape_zyx} but {truth} has {truth_layer.info.shape_zyx}"
-        )
+        raise InputError(f"{layer} has shape {pred_layer.info.shape_zyx} but {truth} has {truth_layer.info.shape_zyx}")
     region = Roi.parse(roi) if roi else pred_layer.roi
     pred, gt = pred_layer.read(region), truth_layer.read(region)
     voi = ev.variation_of_information(pred, gt)
@@ -75,7 +77,9 @@ def synapses(
     workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
     table: Annotated[str, typer.Option(help="Predicted synapse table.")] = "synapses",
     truth: Annotated[str, typer.Option(help="Ground-truth synapse table.")] = "groundtruth/synapses.parquet",
-    segmentation: Annotated[str | None, typer.Option(help="Segmentation whose ids the table uses (maps them to truth ids).")] = "segmentation",
+    segmentation: Annotated[
+        str | None, typer.Option(help="Segmentation whose ids the table uses (maps them to truth ids).")
+    ] = "segmentation",
     truth_segmentation: Annotated[str, typer.Option(help="Ground-truth segmentation.")] = "groundtruth/neurons",
     distance_nm: Annotated[float, typer.Option(help="Match predictions within this distance.")] = 100.0,
 ) -> None:

@@ -18,8 +18,12 @@ def synth(
     shape: Annotated[str, typer.Option(help="Volume size in voxels Z,Y,X.")] = "32,512,512",
     resolution: Annotated[str | None, typer.Option(help="Voxel size in nm Z,Y,X (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same output.")] = 0,
-    preset: Annotated[str, typer.Option(help="sstem (4x4x30 nm serial sections) or fibsem (8 nm isotropic).")] = "sstem",
-    acquisition: Annotated[bool, typer.Option(help="Simulate multi-beam tiles (else write `aligned` directly).")] = True,
+    preset: Annotated[
+        str, typer.Option(help="sstem (4x4x30 nm serial sections) or fibsem (8 nm isotropic).")
+    ] = "sstem",
+    acquisition: Annotated[
+        bool, typer.Option(help="Simulate multi-beam tiles (else write `aligned` directly).")
+    ] = True,
     defects: Annotated[bool, typer.Option(help="Blank sections, folds, cracks and debris.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace synthetic layers that already exist.")] = False,
 ) -> None:

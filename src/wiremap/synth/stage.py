@@ -107,7 +107,12 @@ def run_synth(
     t0 = time.perf_counter()
     say("growing neurons, glia and synapses")
     tissue_config = TissueConfig(
-        **{**PRESETS[config.preset], "shape_zyx": config.shape_zyx, "resolution_nm": config.resolution, "seed": config.seed}
+        **{
+            **PRESETS[config.preset],
+            "shape_zyx": config.shape_zyx,
+            "resolution_nm": config.resolution,
+            "seed": config.seed,
+        }
     )
     tissue = generate_tissue(tissue_config)
     seconds["geometry"] = time.perf_counter() - t0
@@ -152,13 +157,20 @@ def run_synth(
     )
 
 
-def _write_groundtruth(ws: Workspace, tissue: Tissue, image: np.ndarray, config: SynthConfig, *, overwrite: bool) -> None:
+def _write_groundtruth(
+    ws: Workspace, tissue: Tissue, image: np.ndarray, config: SynthConfig, *, overwrite: bool
+) -> None:
     res = config.resolution
     scales = config.pyramid_scales
     write_volume(ws, "groundtruth/image", image, resolution_nm=res, overwrite=overwrite, num_scales=scales)
     write_volume(
-        ws, "groundtruth/neurons", tissue.cells.astype(np.uint64, copy=False), resolution_nm=res,
-        kind="segmentation", overwrite=overwrite, num_scales=scales,
+        ws,
+        "groundtruth/neurons",
+        tissue.cells.astype(np.uint64, copy=False),
+        resolution_nm=res,
+        kind="segmentation",
+        overwrite=overwrite,
+        num_scales=scales,
     )
     labels = {
         "groundtruth/compartments": tissue.compartments,
@@ -167,7 +179,9 @@ def _write_groundtruth(ws: Workspace, tissue: Tissue, image: np.ndarray, config:
         "groundtruth/synapse_clefts": tissue.synapse_clefts,
     }
     for name, data in labels.items():
-        write_volume(ws, name, data.astype(np.uint32, copy=False), resolution_nm=res, kind="segmentation", overwrite=overwrite)
+        write_volume(
+            ws, name, data.astype(np.uint32, copy=False), resolution_nm=res, kind="segmentation", overwrite=overwrite
+        )
     ws.write_table("groundtruth/cells.parquet", tissue.cell_table)
     ws.write_table("groundtruth/synapses.parquet", tissue.synapse_table)
     ws.write_table("groundtruth/skeletons.parquet", skeleton_table(tissue.skeletons))
