@@ -67,15 +67,14 @@ def _bilinear(
     fx = (p[..., 1] - origin[1]) / step
     iy = np.clip(np.floor(fy), 0, gh - 2).astype(np.intp)
     ix = np.clip(np.floor(fx), 0, gw - 2).astype(np.intp)
-    ty, tx = fy - iy, fx - ix
-    out = np.empty(p.shape, float)
-    for a in range(2):
-        g = grid[a]
-        g00, g01, g10, g11 = g[iy, ix], g[iy, ix + 1], g[iy + 1, ix], g[iy + 1, ix + 1]
-        top = g00 + tx * (g01 - g00)
-        bot = g10 + tx * (g11 - g10)
-        out[..., a] = top + ty * (bot - top)
-    return out
+    ty, tx = (fy - iy)[..., None], (fx - ix)[..., None]
+    rows = np.ascontiguousarray(grid.reshape(2, -1).T)  # (gh * gw, 2): one gather per corner
+    k = iy * gw + ix
+    g00, g01 = np.take(rows, k, axis=0), np.take(rows, k + 1, axis=0)
+    g10, g11 = np.take(rows, k + gw, axis=0), np.take(rows, k + gw + 1, axis=0)
+    top = g00 + tx * (g01 - g00)
+    bot = g10 + tx * (g11 - g10)
+    return top + ty * (bot - top)
 
 
 def _tile_row(gt: AcquisitionGroundTruth, section: int, tile: int) -> Any:

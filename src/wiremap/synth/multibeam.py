@@ -79,9 +79,7 @@ def _centres(
     return m_idx, b_idx, np.stack([cy.ravel(), cx.ravel()], -1), (dy, dx)
 
 
-def _boundary_covered(
-    centres: np.ndarray, tile_shape: tuple[int, int], lo: np.ndarray, hi: np.ndarray
-) -> bool:
+def _boundary_covered(centres: np.ndarray, tile_shape: tuple[int, int], lo: np.ndarray, hi: np.ndarray) -> bool:
     """Whether the boundary of the box [lo, hi] lies inside the union of tiles.
 
     The union of lattice tiles with positive overlap has no holes, so a covered
@@ -101,8 +99,8 @@ def _boundary_covered(
     )
     half = np.array(tile_shape, float) / 2
     inside = np.zeros(len(pts), bool)
-    for c in centres:
-        inside |= np.all(np.abs(pts - c) <= half, axis=1)
+    for c in centres:  # a loop over tiles keeps memory at O(points)
+        inside |= (np.abs(pts[:, 0] - c[0]) <= half[0]) & (np.abs(pts[:, 1] - c[1]) <= half[1])
     return bool(inside.all())
 
 
@@ -130,15 +128,19 @@ def plan_layout(
         return max(2, int(round(tw * tile_aspect))), tw
 
     if tile_width is None:
-        tw = 4
-        n = rings_of(beams)
-        tw = max(tw, int((hi - lo).max() / (2 * n + 1) / (1 - overlap)) - 2)
-        while True:
-            shp = shape_for(tw)
-            _, _, c, _ = _centres(beams, shp, overlap, one, centre)
-            if _boundary_covered(c, shp, lo, hi):
-                break
-            tw += 1
+
+        def covers(tw: int) -> bool:
+            _, _, c, _ = _centres(beams, shape_for(tw), overlap, one, centre)
+            return _boundary_covered(c, shape_for(tw), lo, hi)
+
+        # bisection: coverage grows with the tile size (the layout scales about its centre)
+        bad, good = 3, 8
+        while not covers(good):
+            bad, good = good, 2 * good
+        while good - bad > 1:
+            mid = (bad + good) // 2
+            bad, good = (bad, mid) if covers(mid) else (mid, good)
+        shp = shape_for(good)
         m_idx, b_idx, c, step = _centres(beams, shp, overlap, one, centre)
     else:
         shp = shape_for(int(tile_width))
