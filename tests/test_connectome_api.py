@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+
 from test_connectome_build import make_workspace
 
 with warnings.catch_warnings():
@@ -27,8 +28,11 @@ def api(tmp_path_factory):
 def test_read_endpoints(api) -> None:
     client, cells, syn = api
     info = client.get("/api/v1/info").json()
-    assert info["counts"] == {"neurons": len(cells), "synapses": len(syn),
-                              "edges": len(syn.groupby(["pre", "post"]))}
+    assert info["counts"] == {
+        "neurons": len(cells),
+        "synapses": len(syn),
+        "edges": len(syn.groupby(["pre", "post"])),
+    }
     assert "has_cilium" in info["properties"]
     r = client.get("/api/v1/neurons", params={"type": "BC", "ei": "I"}).json()
     assert [row["id"] for row in r["data"]] == sorted(cells[cells.cell_type == "BC"].id)
@@ -67,7 +71,11 @@ def test_pagination_covers_everything_once(api) -> None:
         ("/api/v1/neurons/0", 422, "greater than or equal"),
         ("/api/v1/neurons/1;DROP%20TABLE%20neurons", 422, "valid integer"),
         ("/api/v1/neurons?type=PC'%20OR%20'1'='1", 400, "characters a cell type cannot have"),
-        ("/api/v1/neurons?type=PC%3B%20DELETE%20FROM%20neurons", 400, "characters a cell type cannot have"),
+        (
+            "/api/v1/neurons?type=PC%3B%20DELETE%20FROM%20neurons",
+            400,
+            "characters a cell type cannot have",
+        ),
         ("/api/v1/neurons?type=(&regex=true", 400, "not a valid regex"),
         ("/api/v1/neurons?ei=E'--", 422, "pattern"),
         ("/api/v1/neurons?min_post=lots", 422, "valid integer"),
@@ -95,11 +103,17 @@ def test_writes_need_the_token(api, tmp_path) -> None:
     assert client.put(url, json={"value": True}, headers={"Authorization": "Bearer wrong"}).status_code == 401
     r = client.put(url, json={"value": True}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and r.json()["reviewed"] is True
-    bad = client.put("/api/v1/neurons/3/properties/type", json={"value": "x"},
-                     headers={"Authorization": f"Bearer {TOKEN}"})
+    bad = client.put(
+        "/api/v1/neurons/3/properties/type",
+        json={"value": "x"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert bad.status_code == 400 and "not a user property" in bad.text
-    bad = client.put('/api/v1/neurons/3/properties/a";drop', json={"value": 1},
-                     headers={"Authorization": f"Bearer {TOKEN}"})
+    bad = client.put(
+        '/api/v1/neurons/3/properties/a";drop',
+        json={"value": 1},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert bad.status_code == 422
     bad = client.put(url, json={"value": {"nested": 1}}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert bad.status_code == 422

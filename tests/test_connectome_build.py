@@ -11,12 +11,19 @@ import pytest
 from wiremap.cli import main
 from wiremap.connectome import Connectome, build, fetch_neurons, import_groundtruth, versions
 from wiremap.errors import InputError, LayerNotFoundError
+from wiremap.volume import write_volume
 from wiremap.workspace import Workspace
 
 TYPES = {"PC": ("E", 20), "BC": ("I", 10), "SST": ("I", 6)}
 #: Mean synapses from one neuron of row type onto one of column type.
-RATES = {("PC", "PC"): 0.8, ("PC", "BC"): 2.0, ("PC", "SST"): 1.0, ("BC", "PC"): 3.0,
-         ("BC", "BC"): 0.3, ("SST", "PC"): 1.5}
+RATES = {
+    ("PC", "PC"): 0.8,
+    ("PC", "BC"): 2.0,
+    ("PC", "SST"): 1.0,
+    ("BC", "PC"): 3.0,
+    ("BC", "BC"): 0.3,
+    ("SST", "PC"): 1.5,
+}
 
 
 def make_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -31,13 +38,34 @@ def make_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     nid = 1
     for t, (ei, n) in TYPES.items():
         for _ in range(n):
-            rows.append(dict(id=nid, kind="neuron", cell_type=t, ei=ei, soma_z=float(rng.integers(0, 20)),
-                             soma_y=float(rng.integers(0, 200)), soma_x=float(rng.integers(0, 200)),
-                             soma_in_volume=True, has_cilium=bool(rng.random() < 0.5)))
+            rows.append(
+                dict(
+                    id=nid,
+                    kind="neuron",
+                    cell_type=t,
+                    ei=ei,
+                    soma_z=float(rng.integers(0, 20)),
+                    soma_y=float(rng.integers(0, 200)),
+                    soma_x=float(rng.integers(0, 200)),
+                    soma_in_volume=True,
+                    has_cilium=bool(rng.random() < 0.5),
+                )
+            )
             nid += 1
     for _ in range(2):
-        rows.append(dict(id=nid, kind="glia", cell_type="astrocyte", ei="", soma_z=np.nan, soma_y=np.nan,
-                         soma_x=np.nan, soma_in_volume=False, has_cilium=False))
+        rows.append(
+            dict(
+                id=nid,
+                kind="glia",
+                cell_type="astrocyte",
+                ei="",
+                soma_z=np.nan,
+                soma_y=np.nan,
+                soma_x=np.nan,
+                soma_in_volume=False,
+                has_cilium=False,
+            )
+        )
         nid += 1
     cells = pd.DataFrame(rows)
     neurons = cells[cells.kind == "neuron"]
@@ -50,10 +78,21 @@ def make_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
             for _ in range(k):
                 normal = rng.normal(size=3)
                 normal /= np.linalg.norm(normal)
-                syn.append(dict(pre=a.id, post=b.id, z=float(rng.integers(0, 20)), y=float(rng.integers(0, 200)),
-                                x=float(rng.integers(0, 200)), nz=normal[0], ny=normal[1], nx=normal[2],
-                                size=int(rng.integers(5, 50)), ei=a.ei,
-                                post_compartment=str(rng.choice(["dendrite", "spine", "soma"]))))
+                syn.append(
+                    dict(
+                        pre=a.id,
+                        post=b.id,
+                        z=float(rng.integers(0, 20)),
+                        y=float(rng.integers(0, 200)),
+                        x=float(rng.integers(0, 200)),
+                        nz=normal[0],
+                        ny=normal[1],
+                        nx=normal[2],
+                        size=int(rng.integers(5, 50)),
+                        ei=a.ei,
+                        post_compartment=str(rng.choice(["dendrite", "spine", "soma"])),
+                    )
+                )
     synapses = pd.DataFrame(syn)
     synapses.insert(0, "id", np.arange(1, len(synapses) + 1))
     return cells, synapses
@@ -158,8 +197,20 @@ def test_cli_import_csv_and_errors(tmp_path: Path, capsys) -> None:
     cells, syn = make_tables()
     syn.rename(columns={"pre": "bodyId_pre", "post": "bodyId_post"}).to_csv(tmp_path / "syn.csv", index=False)
     cells.rename(columns={"id": "bodyId"}).to_csv(tmp_path / "cells.csv", index=False)
-    assert main(["connectome", "import", str(ws_dir), "--synapses", str(tmp_path / "syn.csv"),
-                 "--neurons", str(tmp_path / "cells.csv")]) == 0
+    assert (
+        main(
+            [
+                "connectome",
+                "import",
+                str(ws_dir),
+                "--synapses",
+                str(tmp_path / "syn.csv"),
+                "--neurons",
+                str(tmp_path / "cells.csv"),
+            ]
+        )
+        == 0
+    )
     assert "v1" in capsys.readouterr().out
     neurons = Workspace.open(str(ws_dir)).read_table("neurons")
     assert len(neurons) == len(cells) and neurons.n_pre.sum() == len(syn)
@@ -180,6 +231,14 @@ def test_import_groundtruth(tmp_path: Path) -> None:
     cells, syn = make_tables()
     ws.write_table("groundtruth/cells.parquet", cells)
     ws.write_table("groundtruth/synapses.parquet", syn)
+    labels = np.zeros((4, 8, 8), np.uint64)
+    labels[:, :, :3] = 1  # 96 voxels of neuron 1, 32 of neuron 2
+    labels[:, :, 3] = 2
+    write_volume(ws, "groundtruth/neurons", labels, resolution_nm=(40, 10, 10), kind="segmentation")
     record = import_groundtruth(ws)
     assert record["source"] == "groundtruth" and record["n_synapses"] == len(syn)
+    neurons = ws.read_table("neurons").set_index("id")
+    assert neurons.loc[1, "volume_um3"] == pytest.approx(96 * 4000 * 1e-9)
+    assert neurons.loc[2, "volume_um3"] == pytest.approx(32 * 4000 * 1e-9)
+    assert np.isnan(neurons.loc[3, "volume_um3"])
     assert main(["connectome", "import", str(tmp_path / "ws"), "--from-groundtruth"]) == 0

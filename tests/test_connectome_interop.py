@@ -1,4 +1,4 @@
-"""Interop: neuPrint CSV, CAVE table and GraphML exports hold the same connectome; re-import round-trips."""
+"""Interop: neuPrint CSV, CAVE and GraphML exports hold the same connectome; import round-trips."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pandas as pd
-from test_connectome_build import make_workspace
 
+from test_connectome_build import make_workspace
 from wiremap.cli import main
 from wiremap.connectome import Connectome
-from wiremap.connectome.interop import export_cave, export_graphml, export_neuprint, import_tables, to_networkx
+from wiremap.connectome.interop import (
+    export_cave,
+    export_graphml,
+    export_neuprint,
+    import_tables,
+    to_networkx,
+)
 from wiremap.workspace import Workspace
 
 
@@ -23,8 +29,12 @@ def test_exports_and_round_trip(tmp_path: Path) -> None:
         cave = export_cave(client, tmp_path / "cave.parquet")
         graphml = export_graphml(client, tmp_path / "c.graphml")
         graph = to_networkx(client, min_weight=2)
-    assert [f.name for f in files] == ["Neuprint_Neurons.csv", "Neuprint_Neuron_Connections.csv",
-                                        "Neuprint_Synapses.csv", "Neuprint_Synapse_Connections.csv"]
+    assert [f.name for f in files] == [
+        "Neuprint_Neurons.csv",
+        "Neuprint_Neuron_Connections.csv",
+        "Neuprint_Synapses.csv",
+        "Neuprint_Synapse_Connections.csv",
+    ]
     neurons = pd.read_csv(files[0])
     assert neurons["bodyId:long"].tolist() == cells.id.tolist()
     assert neurons["post:int"].sum() == len(syn) and neurons["type:string"].iloc[0] == "PC"
@@ -52,7 +62,8 @@ def test_exports_and_round_trip(tmp_path: Path) -> None:
     # CAVE-style columns come back in through import
     ws2 = Workspace.create(str(tmp_path / "ws2"))
     flat = table.drop(columns=["pre_pt_position", "post_pt_position", "ctr_pt_position"]).assign(
-        x=syn.x, y=syn.y, z=syn.z)
+        x=syn.x, y=syn.y, z=syn.z
+    )
     flat.to_csv(tmp_path / "cave.csv", index=False)
     record = import_tables(ws2, synapses=tmp_path / "cave.csv")
     assert record["n_synapses"] == len(syn)
@@ -62,7 +73,20 @@ def test_exports_and_round_trip(tmp_path: Path) -> None:
 def test_export_cli(tmp_path: Path) -> None:
     make_workspace(tmp_path / "ws")
     ws = str(tmp_path / "ws")
-    assert main(["connectome", "export", ws, "--format", "graphml", "--out", str(tmp_path / "g.graphml")]) == 0
+    assert (
+        main(
+            [
+                "connectome",
+                "export",
+                ws,
+                "--format",
+                "graphml",
+                "--out",
+                str(tmp_path / "g.graphml"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "g.graphml").is_file()
     assert main(["connectome", "export", ws, "--format", "neuprint", "--out", str(tmp_path / "np")]) == 0
     assert main(["connectome", "export", ws, "--format", "gexf", "--out", str(tmp_path / "x")]) == 2

@@ -8,8 +8,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
-from test_connectome_build import make_workspace
 
+from test_connectome_build import make_workspace
 from wiremap.cli import main
 from wiremap.connectome import (
     Connectome,
@@ -25,7 +25,12 @@ from wiremap.connectome import (
     set_default_client,
     set_property,
 )
-from wiremap.connectome.queries import adjacencies_query, neurons_query, partners_query, synapses_query
+from wiremap.connectome.queries import (
+    adjacencies_query,
+    neurons_query,
+    partners_query,
+    synapses_query,
+)
 from wiremap.errors import InputError
 
 
@@ -40,33 +45,49 @@ def connectome(tmp_path_factory):
 # -- SQL, offline -----------------------------------------------------------------
 def test_criteria_sql_exact() -> None:
     assert NeuronCriteria(type="PC", ei="I", min_post=20).to_sql() == (
-        "n.type = ? AND n.ei = ? AND n.n_post >= ?", ["PC", "I", 20])
+        "n.type = ? AND n.ei = ? AND n.n_post >= ?",
+        ["PC", "I", 20],
+    )
     assert NeuronCriteria(bodyId=[3, 1], type=["PC", "BC"]).to_sql("a") == (
-        "a.id IN (SELECT unnest(?::UBIGINT[])) AND list_contains(?::VARCHAR[], a.type)", [[3, 1], ["PC", "BC"]])
+        "a.id IN (SELECT unnest(?::UBIGINT[])) AND list_contains(?::VARCHAR[], a.type)",
+        [[3, 1], ["PC", "BC"]],
+    )
     assert NeuronCriteria(type="P.*", regex=True, properties={"has_cilium": True}).to_sql() == (
-        'regexp_full_match(n.type, ?) AND n."has_cilium" = ?', ["P.*", True])
+        'regexp_full_match(n.type, ?) AND n."has_cilium" = ?',
+        ["P.*", True],
+    )
     assert NeuronCriteria().to_sql() == ("TRUE", [])
     assert NeuronCriteria(bodyId=7).member_sql("s.pre") == ("s.pre = ?", [7])
     assert NeuronCriteria(type="PC").member_sql("s.pre") == (
-        "s.pre IN (SELECT n.id FROM neurons n WHERE n.type = ?)", ["PC"])
+        "s.pre IN (SELECT n.id FROM neurons n WHERE n.type = ?)",
+        ["PC"],
+    )
 
 
 def test_query_sql_exact() -> None:
     assert neurons_query(NeuronCriteria(kind="glia"), limit=10, offset=20) == (
-        "SELECT n.* FROM neurons n WHERE n.kind = ? ORDER BY n.id LIMIT ? OFFSET ?", ["glia", 10, 20])
+        "SELECT n.* FROM neurons n WHERE n.kind = ? ORDER BY n.id LIMIT ? OFFSET ?",
+        ["glia", 10, 20],
+    )
     assert synapses_query(NeuronCriteria(bodyId=5), None, post_compartment="soma") == (
-        "SELECT s.* FROM synapses s WHERE s.pre = ? AND s.post_compartment = ? ORDER BY s.id", [5, "soma"])
+        "SELECT s.* FROM synapses s WHERE s.pre = ? AND s.post_compartment = ? ORDER BY s.id",
+        [5, "soma"],
+    )
     assert adjacencies_query(NeuronCriteria(type="PC"), NeuronCriteria(type="BC"), min_weight=3) == (
-        "SELECT e.pre, e.post, e.weight, e.total_size, e.ei, a.type AS type_pre, b.type AS type_post "
+        "SELECT e.pre, e.post, e.weight, e.total_size, e.ei, "
+        "a.type AS type_pre, b.type AS type_post "
         "FROM edges e JOIN neurons a ON a.id = e.pre JOIN neurons b ON b.id = e.post "
         "WHERE e.weight >= ? AND e.pre IN (SELECT n.id FROM neurons n WHERE n.type = ?) "
-        "AND e.post IN (SELECT n.id FROM neurons n WHERE n.type = ?) ORDER BY e.weight DESC, e.pre, e.post",
+        "AND e.post IN (SELECT n.id FROM neurons n WHERE n.type = ?) "
+        "ORDER BY e.weight DESC, e.pre, e.post",
         [3, "PC", "BC"],
     )
     assert partners_query(9, "upstream", min_weight=2, limit=5) == (
         "SELECT e.pre AS partner, n.type, n.ei AS partner_ei, e.weight, e.total_size, e.ei "
         "FROM edges e JOIN neurons n ON n.id = e.pre WHERE e.post = ? AND e.weight >= ? "
-        "ORDER BY e.weight DESC, partner LIMIT ? OFFSET ?", [9, 2, 5, 0])
+        "ORDER BY e.weight DESC, partner LIMIT ? OFFSET ?",
+        [9, 2, 5, 0],
+    )
 
 
 @pytest.mark.parametrize(
@@ -172,9 +193,8 @@ def test_default_client_injection(connectome) -> None:
 
 def test_set_property_needs_write_access(tmp_path: Path) -> None:
     ws, _, _ = make_workspace(tmp_path / "ws")
-    with Connectome(ws) as ro:
-        with pytest.raises(QueryError, match="read-only"):
-            set_property(1, "proofread", True, client=ro)
+    with Connectome(ws) as ro, pytest.raises(QueryError, match="read-only"):
+        set_property(1, "proofread", True, client=ro)
     with Connectome(ws, read_only=False) as rw:
         set_property(1, "proofread", True, client=rw)
         set_property(2, "proofread", False, client=rw)
@@ -198,7 +218,36 @@ def test_query_cli(tmp_path: Path, capsys) -> None:
     rows = pd.read_json(pd.io.common.StringIO(capsys.readouterr().out))
     assert rows.id.tolist() == sorted(cells[cells.cell_type == "BC"].id)
     assert main(["query", str(tmp_path / "ws"), "neurons", "--type", "x';--"]) == 2
-    assert main(["query", str(tmp_path / "ws"), "adjacencies", "--source-type", "PC", "--target-type", "BC",
-                 "--min-weight", "3", "-f", "csv"]) == 0
-    assert main(["query", str(tmp_path / "ws"), "synapses", "--post", str(target), "--post-compartment", "soma"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(tmp_path / "ws"),
+                "adjacencies",
+                "--source-type",
+                "PC",
+                "--target-type",
+                "BC",
+                "--min-weight",
+                "3",
+                "-f",
+                "csv",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "query",
+                str(tmp_path / "ws"),
+                "synapses",
+                "--post",
+                str(target),
+                "--post-compartment",
+                "soma",
+            ]
+        )
+        == 0
+    )
     assert main(["query", str(tmp_path / "ws"), "path", "1", "2"]) == 0

@@ -18,7 +18,12 @@ from wiremap.view import DataServer, open_view, prepare_view, screenshot, viewer
 from wiremap.volume import write_volume
 from wiremap.workspace import Workspace
 
-IDS = [11, 12, 13, 14]  # four slabs of neurons side by side in x; 11, 12 excitatory, 13, 14 inhibitory
+IDS = [
+    11,
+    12,
+    13,
+    14,
+]  # four slabs of neurons side by side in x; 11, 12 excitatory, 13, 14 inhibitory
 
 
 def make_view_workspace(path: Path) -> tuple[Workspace, pd.DataFrame]:
@@ -30,16 +35,33 @@ def make_view_workspace(path: Path) -> tuple[Workspace, pd.DataFrame]:
     image = np.where(labels > 0, 150, 30).astype(np.uint8)
     write_volume(ws, "groundtruth/image", image, resolution_nm=(30, 8, 8))
     write_volume(ws, "groundtruth/neurons", labels, resolution_nm=(30, 8, 8), kind="segmentation")
-    cells = pd.DataFrame({"id": IDS, "cell_type": ["PC", "PC", "BC", "BC"], "ei": ["E", "E", "I", "I"],
-                          "soma_z": [8.0] * 4, "soma_y": [64.0] * 4, "soma_x": [16.0, 48.0, 80.0, 112.0]})
+    cells = pd.DataFrame(
+        {
+            "id": IDS,
+            "cell_type": ["PC", "PC", "BC", "BC"],
+            "ei": ["E", "E", "I", "I"],
+            "soma_z": [8.0] * 4,
+            "soma_y": [64.0] * 4,
+            "soma_x": [16.0, 48.0, 80.0, 112.0],
+        }
+    )
     rows = []
     for a, pre in enumerate(IDS):
         for b, post in enumerate(IDS):
             if pre != post:
                 for k in range(3):  # synapses on the boundary between the two slabs, in slice z = 8
-                    rows.append(dict(pre=pre, post=post, z=8.0, y=12.0 + 12 * k + 4 * b, x=16.0 * (a + b) + 16,
-                                     size=10.0 + k, ei="E" if pre in (11, 12) else "I",
-                                     post_compartment="dendrite"))
+                    rows.append(
+                        dict(
+                            pre=pre,
+                            post=post,
+                            z=8.0,
+                            y=12.0 + 12 * k + 4 * b,
+                            x=16.0 * (a + b) + 16,
+                            size=10.0 + k,
+                            ei="E" if pre in (11, 12) else "I",
+                            post_compartment="dendrite",
+                        )
+                    )
     syn = pd.DataFrame(rows)
     build(ws, synapses=syn, neurons=cells, source="test")
     return ws, syn
@@ -66,7 +88,11 @@ def test_prepare_view_writes_properties_and_annotations(view_ws) -> None:
     by_id = {p["id"]: p for p in props["inline"]["properties"]}
     assert by_id["label"]["values"] == ["PC E", "PC E", "BC I", "BC I"]
     tags = by_id["tags"]["tags"]
-    assert [sorted(tags[i] for i in v) for v in by_id["tags"]["values"]][2] == ["BC", "inhibitory", "neuron"]
+    assert [sorted(tags[i] for i in v) for v in by_id["tags"]["values"]][2] == [
+        "BC",
+        "inhibitory",
+        "neuron",
+    ]
     assert by_id["n_post"]["values"] == [9, 9, 9, 9] and by_id["n_post"]["data_type"] == "uint32"
 
     reader = AnnotationReader(ws.child_spec(info["annotations"]["synapses"]))
@@ -97,7 +123,10 @@ def test_state_and_data_server(view_ws) -> None:
         seg = state["layers"][1]
         assert seg["source"] == f"precomputed://{server.data_url}/groundtruth/neurons" and seg["segments"] == ["12"]
         assert "prop_ei()" in state["layers"][2]["shader"]
-        assert state["layers"][2]["linkedSegmentationLayer"] == {"pre": "neurons", "post": "neurons"}
+        assert state["layers"][2]["linkedSegmentationLayer"] == {
+            "pre": "neurons",
+            "post": "neurons",
+        }
         assert state["dimensions"]["z"] == [30.0, "nm"] and state["position"] == [48.5, 64.5, 8.5]
         r = httpx.get(f"{server.data_url}/groundtruth/neurons/info")
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
@@ -119,8 +148,10 @@ def _colour_masks(png: Path) -> dict[str, int]:
     return {"green": int(green.sum()), "red": int(red.sum()), "coloured": int(coloured.sum())}
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
-                    reason="Debian's chromium is not installed (run `make browser`)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
+    reason="Debian's chromium is not installed (run `make browser`)",
+)
 def test_browser_shows_segments_and_green_red_synapses(view_ws, tmp_path: Path) -> None:
     ws, _ = view_ws
     view = open_view(ws, neurons=[13], layout="xy")

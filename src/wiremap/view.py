@@ -70,6 +70,7 @@ def find_layer(ws: Workspace, names: tuple[str, ...], given: str | None, what: s
 
 def segment_properties(neurons: pd.DataFrame) -> dict[str, Any]:
     """The ``neuroglancer_segment_properties`` document of a neuron table (inline form)."""
+
     def tag(value: str) -> str:
         return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in value)
 
@@ -131,9 +132,11 @@ def write_segment_properties(ws: Workspace, layer: str, neurons: pd.DataFrame) -
 def write_synapse_annotations(
     ws: Workspace, key: str, synapses: pd.DataFrame, resolution_nm: tuple[float, float, float]
 ) -> str:
-    """Write ``synapses`` (positions in voxels, z/y/x) as a precomputed point annotation layer at ``key``."""
+    """Write ``synapses`` (voxels, z/y/x) as a precomputed point annotation layer at ``key``."""
     space = neuroglancer.CoordinateSpace(
-        names=["x", "y", "z"], units="nm", scales=[resolution_nm[2], resolution_nm[1], resolution_nm[0]]
+        names=["x", "y", "z"],
+        units="nm",
+        scales=[resolution_nm[2], resolution_nm[1], resolution_nm[0]],
     )
     writer = AnnotationWriter(
         coordinate_space=space,
@@ -148,12 +151,25 @@ def write_synapse_annotations(
     )
     sizes = np.nan_to_num(synapses["size"].to_numpy(dtype=np.float64), nan=0.0)
     for sid, pre, post, z, y, x, ei, size in zip(
-        synapses["id"], synapses["pre"], synapses["post"], synapses["z"], synapses["y"], synapses["x"],
-        synapses["ei"], sizes, strict=True,
+        synapses["id"],
+        synapses["pre"],
+        synapses["post"],
+        synapses["z"],
+        synapses["y"],
+        synapses["x"],
+        synapses["ei"],
+        sizes,
+        strict=True,
     ):
         # +0.5: Neuroglancer puts the centre of voxel i at i + 0.5.
-        writer.add_point([x + 0.5, y + 0.5, z + 0.5], id=int(sid), ei=1 if ei == "I" else 0, size=float(size),
-                         pre=int(pre), post=int(post))
+        writer.add_point(
+            [x + 0.5, y + 0.5, z + 0.5],
+            id=int(sid),
+            ei=1 if ei == "I" else 0,
+            size=float(size),
+            pre=int(pre),
+            post=int(post),
+        )
     if not len(synapses):  # an empty layer still needs bounds
         writer.lower_bound[:] = 0
         writer.upper_bound[:] = 1
@@ -227,7 +243,12 @@ def prepare_view(
 
 
 def viewer_state(
-    ws: Workspace, view: dict[str, Any], base_url: str, *, layout: str = "4panel", side_panel: bool = True
+    ws: Workspace,
+    view: dict[str, Any],
+    base_url: str,
+    *,
+    layout: str = "4panel",
+    side_panel: bool = True,
 ) -> dict[str, Any]:
     """Neuroglancer JSON state for what :func:`prepare_view` wrote, data read from ``base_url``."""
     rz, ry, rx = view["resolution_nm"]
@@ -236,7 +257,6 @@ def viewer_state(
         "dimensions": {"x": [rx, "nm"], "y": [ry, "nm"], "z": [rz, "nm"]},
         # Voxel i spans [i, i + 1): start at the centre voxel's middle so points on it are in focus.
         "position": [shape[2] // 2 + 0.5, shape[1] // 2 + 0.5, shape[0] // 2 + 0.5],
-
         "crossSectionScale": max(shape[1], shape[2]) / 600,
         "projectionScale": max(shape[1] * ry, shape[2] * rx) * 1.5,
         "layers": [],
@@ -247,22 +267,39 @@ def viewer_state(
         state["position"] = [x + 0.5, y + 0.5, z + 0.5]
     layers = state["layers"]
     if view["image"]:
-        layers.append({"type": "image", "name": "image",
-                       "source": f"precomputed://{base_url}/{ws.layer_key(view['image'])}"})
+        layers.append(
+            {
+                "type": "image",
+                "name": "image",
+                "source": f"precomputed://{base_url}/{ws.layer_key(view['image'])}",
+            }
+        )
     seg = view["segmentation"]
     if seg:
         # Meshes ("mesh"), skeletons ("skeletons") and segment properties named in the
         # layer's info are sub-sources that Neuroglancer loads from the same URL.
         source = f"precomputed://{base_url}/{ws.layer_key(seg)}"
-        layer = {"type": "segmentation", "name": "neurons", "source": source,
-                 "selectedAlpha": 0.55, "notSelectedAlpha": 0.35, "objectAlpha": 0.9}
+        layer = {
+            "type": "segmentation",
+            "name": "neurons",
+            "source": source,
+            "selectedAlpha": 0.55,
+            "notSelectedAlpha": 0.35,
+            "objectAlpha": 0.9,
+        }
         if view["neurons"]:
             layer["segments"] = [str(n) for n in view["neurons"]]
+        if side_panel:  # open on the segment list: search by type, #excitatory, n_post>20, …
+            layer["tab"] = "segments"
         layers.append(layer)
         state["selectedLayer"] = {"layer": "neurons", "visible": side_panel}
     for name, key in view["annotations"].items():
-        layer = {"type": "annotation", "name": name, "source": f"precomputed://{base_url}/{key}",
-                 "shader": SYNAPSE_SHADER}
+        layer = {
+            "type": "annotation",
+            "name": name,
+            "source": f"precomputed://{base_url}/{key}",
+            "shader": SYNAPSE_SHADER,
+        }
         if seg:
             layer["linkedSegmentationLayer"] = {"pre": "neurons", "post": "neurons"}
         if name != "synapses":
@@ -303,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/state.json":
             self._send(200, json.dumps(self.server.state).encode(), "application/json")
             return
-        key = path[len("/ws/"):] if path.startswith("/ws/") else ""
+        key = path[len("/ws/") :] if path.startswith("/ws/") else ""
         if not key.startswith(SERVED_PREFIXES):
             self._send(404, b"not served")
             return
@@ -385,8 +422,14 @@ def open_view(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     with Connectome(ws, version=version) as client:
-        info = prepare_view(ws, client, neurons=list(neurons), image=image, segmentation=segmentation,
-                            max_synapses=max_synapses)
+        info = prepare_view(
+            ws,
+            client,
+            neurons=list(neurons),
+            image=image,
+            segmentation=segmentation,
+            max_synapses=max_synapses,
+        )
     data = DataServer(ws, port=data_port).start()
     data.state = viewer_state(ws, info, data.data_url, layout=layout)
     neuroglancer.set_server_bind_address("127.0.0.1", bind_port=port)
@@ -441,12 +484,25 @@ def screenshot(
                     time.sleep(0.05)
             with tempfile.TemporaryDirectory(prefix="wiremap-chromium-") as profile:
                 args = [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--use-gl=angle", "--use-angle=swiftshader",
-                    "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--use-gl=angle",
+                    "--use-angle=swiftshader",
+                    "--enable-unsafe-swiftshader",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    f"--user-data-dir={profile}",
+                    f"--window-size={size[0]},{size[1]}",
                 ]
-                caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": chromium, "args": args}}
+                caps = {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {"binary": chromium, "args": args},
+                }
                 reply = http.post(f"{base}/session", json={"capabilities": {"alwaysMatch": caps}}).json()["value"]
                 if "sessionId" not in reply:
                     raise InputError(f"chromium did not start: {reply.get('message', reply)}")

@@ -37,8 +37,9 @@ query_app = typer.Typer(help="Ask a connectome questions (neuPrint-style).", no_
 
 def _summary(record: dict[str, Any]) -> None:
     console.print(
-        f"connectome [bold]v{record['version']}[/bold] ({record['source']}): {record['n_neurons']} neurons, "
-        f"{record['n_synapses']} synapses, {record['n_edges']} edges in {record.get('build_seconds', 0):.1f} s"
+        f"connectome [bold]v{record['version']}[/bold] ({record['source']}): "
+        f"{record['n_neurons']} neurons, {record['n_synapses']} synapses, "
+        f"{record['n_edges']} edges in {record.get('build_seconds', 0):.1f} s"
     )
 
 
@@ -120,10 +121,19 @@ def _client(ctx: typer.Context) -> Connectome:
     return Connectome(ctx.obj["workspace"], version=ctx.obj["version"])
 
 
-def _criteria(ids: list[int] | None, type_: str | None, regex: bool = False, ei: str | None = None,
-              min_pre: int | None = None, min_post: int | None = None) -> NeuronCriteria | None:
-    given = {k: v for k, v in dict(bodyId=ids or None, type=type_, ei=ei, min_pre=min_pre,
-                                     min_post=min_post).items() if v is not None}
+def _criteria(
+    ids: list[int] | None,
+    type_: str | None,
+    regex: bool = False,
+    ei: str | None = None,
+    min_pre: int | None = None,
+    min_post: int | None = None,
+) -> NeuronCriteria | None:
+    given = {
+        k: v
+        for k, v in dict(bodyId=ids or None, type=type_, ei=ei, min_pre=min_pre, min_post=min_post).items()
+        if v is not None
+    }
     if not given:
         return None
     return NeuronCriteria(regex=regex, **given)
@@ -143,7 +153,10 @@ def q_neurons(
 ) -> None:
     """Neurons matching the filters."""
     with _client(ctx) as c:
-        _print(fetch_neurons(_criteria(id, type, regex, ei, min_pre, min_post), limit=limit, client=c), fmt)
+        _print(
+            fetch_neurons(_criteria(id, type, regex, ei, min_pre, min_post), limit=limit, client=c),
+            fmt,
+        )
 
 
 @query_app.command("synapses")
@@ -158,10 +171,16 @@ def q_synapses(
     limit: Limit = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Synapses between neurons (e.g. every synapse onto a soma: --post ID --post-compartment soma)."""
+    """Synapses between neurons (every synapse onto a soma: --post ID --post-compartment soma)."""
     with _client(ctx) as c:
-        df = fetch_synapses(_criteria(pre, pre_type), _criteria(post, post_type), ei=ei,
-                            post_compartment=post_compartment, limit=limit, client=c)
+        df = fetch_synapses(
+            _criteria(pre, pre_type),
+            _criteria(post, post_type),
+            ei=ei,
+            post_compartment=post_compartment,
+            limit=limit,
+            client=c,
+        )
         _print(df, fmt)
 
 
@@ -178,8 +197,13 @@ def q_adjacencies(
 ) -> None:
     """Connections between two sets of neurons, strongest first."""
     with _client(ctx) as c:
-        df = fetch_adjacencies(_criteria(source, source_type), _criteria(target, target_type),
-                               min_weight, limit=limit, client=c)
+        df = fetch_adjacencies(
+            _criteria(source, source_type),
+            _criteria(target, target_type),
+            min_weight,
+            limit=limit,
+            client=c,
+        )
         _print(df, fmt)
 
 
@@ -191,8 +215,7 @@ def q_upstream(ctx: typer.Context, neuron: int, min_weight: int = 1, limit: Limi
 
 
 @query_app.command("downstream")
-def q_downstream(ctx: typer.Context, neuron: int, min_weight: int = 1, limit: Limit = None,
-                 fmt: Fmt = "table") -> None:
+def q_downstream(ctx: typer.Context, neuron: int, min_weight: int = 1, limit: Limit = None, fmt: Fmt = "table") -> None:
     """Output partners of a neuron, strongest first."""
     with _client(ctx) as c:
         _print(fetch_downstream(neuron, min_weight=min_weight, limit=limit, client=c), fmt)
@@ -210,21 +233,27 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     version: Version = None,
-    token: Annotated[str | None, typer.Option(envvar="WIREMAP_API_TOKEN",
-                                              help="Allow edits with this bearer token.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="WIREMAP_API_TOKEN", help="Allow edits with this bearer token."),
+    ] = None,
     max_limit: Annotated[int, typer.Option(help="Largest page size.")] = 10_000,
 ) -> None:
     """Serve the connectome queries over HTTP (JSON); read-only unless --token is given."""
     from wiremap.connectome.api import serve as run
 
-    console.print(f"serving connectome of {workspace} at http://{host}:{port}/docs "
-                  f"({'writable with token' if token else 'read-only'})")
+    console.print(
+        f"serving connectome of {workspace} at http://{host}:{port}/docs "
+        f"({'writable with token' if token else 'read-only'})"
+    )
     run(workspace, host=host, port=port, version=version, token=token, max_limit=max_limit)
 
 
 def view(
     workspace: Ws,
-    neuron: Annotated[list[int] | None, typer.Option(help="Show this neuron's inputs and outputs (repeatable).")] = None,
+    neuron: Annotated[
+        list[int] | None, typer.Option(help="Show this neuron's inputs and outputs (repeatable).")
+    ] = None,
     version: Version = None,
     port: Annotated[int, typer.Option(help="Port of the viewer (0: any free one).")] = 0,
     layout: Annotated[str, typer.Option(help="xy, 3d, 4panel, xy-3d, …")] = "4panel",
@@ -234,8 +263,14 @@ def view(
     """Open the workspace in Neuroglancer (served locally) and print the URL."""
     from wiremap.view import open_view
 
-    v = open_view(workspace, neurons=neuron or [], version=version, port=port, layout=layout,
-                  max_synapses=max_synapses)
+    v = open_view(
+        workspace,
+        neurons=neuron or [],
+        version=version,
+        port=port,
+        layout=layout,
+        max_synapses=max_synapses,
+    )
     print(v.url, flush=True)
     if no_serve:
         v.stop()
@@ -253,5 +288,3 @@ def register(app: typer.Typer) -> None:
     app.add_typer(query_app, name="query")
     app.command()(serve)
     app.command()(view)
-
-

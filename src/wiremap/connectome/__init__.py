@@ -23,7 +23,13 @@ from wiremap.connectome.queries import (
     set_default_client,
     set_property,
 )
-from wiremap.connectome.tables import build, ensure_database, import_groundtruth, latest_version, versions
+from wiremap.connectome.tables import (
+    build,
+    ensure_database,
+    import_groundtruth,
+    latest_version,
+    versions,
+)
 
 __all__ = [
     "Connectome",

@@ -8,7 +8,8 @@
     GET  /neurons/{id}                       one neuron (404 if absent)
     GET  /neurons/{id}/upstream?min_weight=&limit=
     GET  /neurons/{id}/downstream?min_weight=&limit=
-    GET  /synapses?pre=&post=&pre_type=&post_type=&ei=&post_compartment=&min_confidence=&limit=&offset=
+    GET  /synapses?pre=&post=&pre_type=&post_type=&ei=&post_compartment=&min_confidence=
+                   &limit=&offset=
     GET  /adjacencies?source_type=&target_type=&sources=&targets=&min_weight=&limit=&offset=
     GET  /path?source=&target=&min_weight=
     PUT  /neurons/{id}/properties/{key}      {"value": ...}, only with the write token
@@ -23,9 +24,9 @@ types, huge ids, SQL fragments in names) answers 4xx with a message.
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -87,6 +88,7 @@ def create_app(
 ) -> FastAPI:
     """The API app of one version of ``workspace``; writable only when ``token`` is given."""
     client = Connectome(workspace, version=version, read_only=token is None)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -130,9 +132,17 @@ def create_app(
 
     @app.get("/api/v1/info")
     def info() -> dict[str, Any]:
-        counts = {t: int(client.sql(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in ("neurons", "synapses", "edges")}
-        return {"version": client.version, "workspace": client.ws.url, "read_only": client.read_only,
-                "counts": counts, "properties": client.properties, "max_limit": max_limit}
+        counts = {
+            t: int(client.sql(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in ("neurons", "synapses", "edges")
+        }
+        return {
+            "version": client.version,
+            "workspace": client.ws.url,
+            "read_only": client.read_only,
+            "counts": counts,
+            "properties": client.properties,
+            "max_limit": max_limit,
+        }
 
     @app.get("/api/v1/versions")
     def versions() -> dict[str, Any]:
@@ -151,7 +161,15 @@ def create_app(
         offset: Offset = 0,
     ) -> dict[str, Any]:
         _check_ids(bodyId)
-        crit = criteria(bodyId=bodyId, type=type, regex=regex, ei=ei, kind=kind, min_pre=min_pre, min_post=min_post)
+        crit = criteria(
+            bodyId=bodyId,
+            type=type,
+            regex=regex,
+            ei=ei,
+            kind=kind,
+            min_pre=min_pre,
+            min_post=min_post,
+        )
         return page(fetch_neurons, limit, offset, criteria=crit)
 
     @app.get("/api/v1/neurons/{body_id}")
@@ -162,14 +180,16 @@ def create_app(
         return records(df)[0]
 
     @app.get("/api/v1/neurons/{body_id}/upstream")
-    def upstream(body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
-                 limit: Limit = None) -> dict[str, Any]:
+    def upstream(
+        body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1, limit: Limit = None
+    ) -> dict[str, Any]:
         limit = _check_limit(limit)
         return {"data": records(fetch_upstream(body_id, min_weight=min_weight, limit=limit, client=client))}
 
     @app.get("/api/v1/neurons/{body_id}/downstream")
-    def downstream(body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
-                   limit: Limit = None) -> dict[str, Any]:
+    def downstream(
+        body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1, limit: Limit = None
+    ) -> dict[str, Any]:
         limit = _check_limit(limit)
         return {"data": records(fetch_downstream(body_id, min_weight=min_weight, limit=limit, client=client))}
 
@@ -188,9 +208,14 @@ def create_app(
         _check_ids(pre)
         _check_ids(post)
         return page(
-            fetch_synapses, limit, offset,
-            sources=criteria(bodyId=pre, type=pre_type), targets=criteria(bodyId=post, type=post_type),
-            ei=ei, post_compartment=post_compartment, min_confidence=min_confidence,
+            fetch_synapses,
+            limit,
+            offset,
+            sources=criteria(bodyId=pre, type=pre_type),
+            targets=criteria(bodyId=post, type=post_type),
+            ei=ei,
+            post_compartment=post_compartment,
+            min_confidence=min_confidence,
         )
 
     @app.get("/api/v1/adjacencies")
@@ -206,9 +231,12 @@ def create_app(
         _check_ids(sources)
         _check_ids(targets)
         return page(
-            fetch_adjacencies, limit, offset,
+            fetch_adjacencies,
+            limit,
+            offset,
             sources=criteria(bodyId=sources, type=source_type),
-            targets=criteria(bodyId=targets, type=target_type), min_weight=min_weight,
+            targets=criteria(bodyId=targets, type=target_type),
+            min_weight=min_weight,
         )
 
     @app.get("/api/v1/path")
@@ -241,8 +269,15 @@ def _check_ids(ids: list[int] | None) -> None:
         raise HTTPException(422, f"at most 1000 ids per request, got {len(ids)}")
 
 
-def serve(workspace: str, *, host: str = "127.0.0.1", port: int = 8000, version: int | None = None,
-          token: str | None = None, max_limit: int = 10_000) -> None:
+def serve(
+    workspace: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    version: int | None = None,
+    token: str | None = None,
+    max_limit: int = 10_000,
+) -> None:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 

@@ -64,8 +64,11 @@ def export_neuprint(client: Connectome, out_dir: str | Path) -> list[Path]:
         }
     )
     for prop in client.properties:
-        kind = "boolean" if neurons[prop].dtype == bool else (
-            "float" if pd.api.types.is_numeric_dtype(neurons[prop]) else "string")
+        kind = (
+            "boolean"
+            if neurons[prop].dtype == bool
+            else ("float" if pd.api.types.is_numeric_dtype(neurons[prop]) else "string")
+        )
         table[f"{prop}:{kind}"] = neurons[prop]
     files = [out / "Neuprint_Neurons.csv"]
     table.to_csv(files[-1], index=False)
@@ -134,8 +137,14 @@ def to_networkx(client: Connectome, *, min_weight: int = 1) -> nx.DiGraph:
     edges = client.sql("SELECT * FROM edges WHERE weight >= ? ORDER BY pre, post", [int(min_weight)])
     graph.add_edges_from(
         (int(a), int(b), {"weight": int(w), "total_size": float(s), "ei": e})
-        for a, b, w, s, e in zip(edges["pre"], edges["post"], edges["weight"], edges["total_size"].fillna(0.0),
-                                 edges["ei"], strict=True)
+        for a, b, w, s, e in zip(
+            edges["pre"],
+            edges["post"],
+            edges["weight"],
+            edges["total_size"].fillna(0.0),
+            edges["ei"],
+            strict=True,
+        )
     )
     return graph
 

@@ -184,8 +184,10 @@ def synapses_query(
         parts.append("s.post_compartment = ?")
         params.append(post_compartment)
     if min_confidence is not None:
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float) or not (
-            0 <= min_confidence <= 1
+        if (
+            isinstance(min_confidence, bool)
+            or not isinstance(min_confidence, int | float)
+            or not (0 <= min_confidence <= 1)
         ):
             raise QueryError(f"min_confidence must be a number in [0, 1], got {min_confidence!r}")
         parts.append("s.confidence >= ?")
@@ -210,7 +212,8 @@ def adjacencies_query(
             parts.append(sql)
             params += p
     sql = (
-        "SELECT e.pre, e.post, e.weight, e.total_size, e.ei, a.type AS type_pre, b.type AS type_post "
+        "SELECT e.pre, e.post, e.weight, e.total_size, e.ei, "
+        "a.type AS type_pre, b.type AS type_post "
         "FROM edges e JOIN neurons a ON a.id = e.pre JOIN neurons b ON b.id = e.post "
         f"WHERE {' AND '.join(parts)} ORDER BY e.weight DESC, e.pre, e.post"
     )
@@ -263,8 +266,13 @@ def fetch_synapses(
     client.check_criteria(targets)
     return client.sql(
         *synapses_query(
-            sources, targets, ei=ei, post_compartment=post_compartment,
-            min_confidence=min_confidence, limit=limit, offset=offset,
+            sources,
+            targets,
+            ei=ei,
+            post_compartment=post_compartment,
+            min_confidence=min_confidence,
+            limit=limit,
+            offset=offset,
         )
     )
 
@@ -287,9 +295,7 @@ def fetch_adjacencies(
 
 
 @inject_client
-def fetch_upstream(
-    body_id: int, *, min_weight: int = 1, limit: int | None = None, client: Connectome
-) -> pd.DataFrame:
+def fetch_upstream(body_id: int, *, min_weight: int = 1, limit: int | None = None, client: Connectome) -> pd.DataFrame:
     """Neurons that synapse onto ``body_id``: partner, type, partner_ei, weight, total_size, ei."""
     return client.sql(*partners_query(body_id, "upstream", min_weight=min_weight, limit=limit))
 
@@ -303,9 +309,7 @@ def fetch_downstream(
 
 
 @inject_client
-def fetch_shortest_path(
-    source: int, target: int, *, min_weight: int = 1, client: Connectome
-) -> pd.DataFrame:
+def fetch_shortest_path(source: int, target: int, *, min_weight: int = 1, client: Connectome) -> pd.DataFrame:
     """The path from ``source`` to ``target`` of least total cost, where an edge costs
     1/weight (strong connections are short); edges below ``min_weight`` are ignored.
 

@@ -39,12 +39,27 @@ MAX_ID = 2**64 - 1
 SYNAPSE_REQUIRED = ("pre", "post", "z", "y", "x")
 SYNAPSE_FLOAT = ("z", "y", "x", "nz", "ny", "nx", "size", "confidence")
 SYNAPSE_TEXT = ("ei", "pre_compartment", "post_compartment")
-SYNAPSE_COLUMNS = ("id", "pre", "post", *SYNAPSE_FLOAT[:6], "size", "ei",
-                   "pre_compartment", "post_compartment", "confidence")
+SYNAPSE_COLUMNS = (
+    "id",
+    "pre",
+    "post",
+    *SYNAPSE_FLOAT[:6],
+    "size",
+    "ei",
+    "pre_compartment",
+    "post_compartment",
+    "confidence",
+)
 NEURON_BASE = ("id", "type", "ei", "kind", "soma_z", "soma_y", "soma_x", "volume_um3")
 NEURON_DERIVED = (
-    "n_pre", "n_post", "n_upstream", "n_downstream",
-    "n_post_dendrite", "n_post_spine", "n_post_soma", "n_post_inhibitory",
+    "n_pre",
+    "n_post",
+    "n_upstream",
+    "n_downstream",
+    "n_post_dendrite",
+    "n_post_spine",
+    "n_post_soma",
+    "n_post_inhibitory",
 )
 EDGE_COLUMNS = ("pre", "post", "weight", "total_size", "ei")
 EI_VALUES = ("E", "I", "")
@@ -54,9 +69,16 @@ PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 #: Other spellings of our columns in neuPrint, CAVE and published tables.
 SYNAPSE_ALIASES = {
-    "bodyId_pre": "pre", "pre_pt_root_id": "pre", "pre_id": "pre", "presynaptic": "pre",
-    "bodyId_post": "post", "post_pt_root_id": "post", "post_id": "post", "postsynaptic": "post",
-    "synapse_id": "id", "compartment": "post_compartment",
+    "bodyId_pre": "pre",
+    "pre_pt_root_id": "pre",
+    "pre_id": "pre",
+    "presynaptic": "pre",
+    "bodyId_post": "post",
+    "post_pt_root_id": "post",
+    "post_id": "post",
+    "postsynaptic": "post",
+    "synapse_id": "id",
+    "compartment": "post_compartment",
 }
 NEURON_ALIASES = {"bodyId": "id", "body_id": "id", "cell_type": "type", "pt_root_id": "id"}
 
@@ -128,16 +150,42 @@ def _floats(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
 
 
 def _text(df: pd.DataFrame, col: str, allowed: Iterable[str] | None, source: str) -> pd.Series:
-    s = df[col].fillna("").astype(str)
+    """Column ``col`` as a categorical of strings ('' for missing), checked against ``allowed``.
+
+    Categorical, because a 10-million-row column has a handful of distinct
+    values: checks run on the categories and Arrow stores a dictionary.
+    """
+    s = df[col]
+    cat = s if isinstance(s.dtype, pd.CategoricalDtype) else s.astype("category")
+    names = [str(c) for c in cat.cat.categories]
+    if len(set(names)) != len(names):  # e.g. 1 and "1"
+        cat = cat.astype(str).astype("category")
+        names = [str(c) for c in cat.cat.categories]
+    else:
+        cat = cat.cat.rename_categories(names)
+    if cat.isna().any():
+        if "" not in names:
+            cat = cat.cat.add_categories([""])
+        cat = cat.fillna("")
     if allowed is not None:
         allowed = tuple(allowed)
-        bad = ~s.isin(allowed)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+        bad = [c for c in cat.cat.categories if c not in allowed]
+        if bad:
+            row = int(np.flatnonzero((cat == bad[0]).to_numpy())[0])
             raise InputError(
-                f"{source}: column {col!r} row {row} has {s.iloc[row]!r} (allowed: {', '.join(map(repr, allowed))})"
+                f"{source}: column {col!r} row {row} has {bad[0]!r} (allowed: {', '.join(map(repr, allowed))})"
             )
-    return s
+    return cat.reset_index(drop=True)
+
+
+def _text_array(values: pd.Series | list[str]) -> pa.Array:
+    """Strings as an Arrow dictionary array (a categorical) or a plain string array."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        return pa.DictionaryArray.from_arrays(
+            pa.array(values.cat.codes.to_numpy()),
+            pa.array(list(values.cat.categories), pa.string()),
+        )
+    return pa.array(list(values), pa.string())
 
 
 def normalise_synapses(df: pd.DataFrame, source: str) -> pa.Table:
@@ -171,12 +219,11 @@ def normalise_synapses(df: pd.DataFrame, source: str) -> pa.Table:
     conf = cols["confidence"]
     if ((conf < 0) | (conf > 1)).any():  # type: ignore[operator]
         raise InputError(f"{source}: column 'confidence' must lie in [0, 1]")
-    cols["ei"] = _text(df, "ei", EI_VALUES, source) if "ei" in df.columns else pd.Series([""] * n)
+    empty = pd.Series(pd.Categorical.from_codes(np.zeros(n, np.int8), categories=[""]))
+    cols["ei"] = _text(df, "ei", EI_VALUES, source) if "ei" in df.columns else empty
     for c in ("pre_compartment", "post_compartment"):
-        cols[c] = _text(df, c, COMPARTMENTS, source) if c in df.columns else pd.Series([""] * n)
-    arrays = {c: pa.array(np.asarray(cols[c])) for c in SYNAPSE_COLUMNS}
-    for c in SYNAPSE_TEXT:
-        arrays[c] = pa.array(np.asarray(cols[c], dtype=object), type=pa.string())
+        cols[c] = _text(df, c, COMPARTMENTS, source) if c in df.columns else empty
+    arrays = {c: _text_array(cols[c]) if c in SYNAPSE_TEXT else pa.array(cols[c]) for c in SYNAPSE_COLUMNS}
     return pa.table(arrays)
 
 
@@ -194,11 +241,13 @@ def normalise_neurons(df: pd.DataFrame, source: str) -> pa.Table:
     out: dict[str, pa.Array] = {"id": pa.array(_ids(df, "id", source))}
     if len(np.unique(out["id"].to_numpy())) != n:
         raise InputError(f"{source}: neuron ids are not unique")
-    out["type"] = pa.array(_text(df, "type", None, source) if "type" in df.columns else [""] * n, pa.string())
-    out["ei"] = pa.array(_text(df, "ei", EI_VALUES, source) if "ei" in df.columns else [""] * n, pa.string())
-    out["kind"] = pa.array(
-        _text(df, "kind", None, source) if "kind" in df.columns else ["neuron"] * n, pa.string()
-    )
+    for c, allowed, default in (
+        ("type", None, ""),
+        ("ei", EI_VALUES, ""),
+        ("kind", None, "neuron"),
+    ):
+        values = _text(df, c, allowed, source) if c in df.columns else [default] * n
+        out[c] = pa.array(list(values), pa.string())
     for c in ("soma_z", "soma_y", "soma_x", "volume_um3"):
         out[c] = pa.array(_floats(df, c, source) if c in df.columns else np.full(n, np.nan))
     for c in df.columns:
@@ -206,16 +255,14 @@ def normalise_neurons(df: pd.DataFrame, source: str) -> pa.Table:
             continue
         name = str(c)
         if not PROPERTY_NAME.match(name):
-            raise InputError(
-                f"{source}: property column {name!r} needs a name of lower-case letters, digits and _"
-            )
+            raise InputError(f"{source}: property column {name!r} needs a name of lower-case letters, digits and _")
         s = df[c]
         if pd.api.types.is_bool_dtype(s):
             out[name] = pa.array(s.to_numpy(dtype=bool))
         elif pd.api.types.is_numeric_dtype(s):
             out[name] = pa.array(s.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
-            out[name] = pa.array(s.fillna("").astype(str).to_numpy(dtype=object), pa.string())
+            out[name] = pa.array(list(_text(df, name, None, source)), pa.string())
     return pa.table(out)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -142,11 +143,7 @@ def _derive(con: duckdb.DuckDBPyConnection, has_neurons: bool, extra: list[str])
         else "ids.id, '' AS type, '' AS ei, 'neuron' AS kind, NULL::DOUBLE AS soma_z, "
         "NULL::DOUBLE AS soma_y, NULL::DOUBLE AS soma_x, NULL::DOUBLE AS volume_um3"
     )
-    source = (
-        "neu_in n"
-        if has_neurons
-        else "(SELECT pre AS id FROM edges UNION SELECT post AS id FROM edges) ids"
-    )
+    source = "neu_in n" if has_neurons else "(SELECT pre AS id FROM edges UNION SELECT post AS id FROM edges) ids"
     idcol = "n.id" if has_neurons else "ids.id"
     props = "".join(f', n."{c}"' for c in extra)
     con.execute(
@@ -188,10 +185,11 @@ def _index(con: duckdb.DuckDBPyConnection) -> None:
 
 def _write_meta(con: duckdb.DuckDBPyConnection, version: int, record: dict[str, Any]) -> None:
     con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    con.execute("INSERT INTO meta VALUES ('version', ?), ('manifest', ?)", [str(version), json.dumps(record)])
     con.execute(
-        "CREATE TABLE property_edits (id UBIGINT, key VARCHAR, value VARCHAR, edited VARCHAR)"
+        "INSERT INTO meta VALUES ('version', ?), ('manifest', ?)",
+        [str(version), json.dumps(record)],
     )
+    con.execute("CREATE TABLE property_edits (id UBIGINT, key VARCHAR, value VARCHAR, edited VARCHAR)")
 
 
 def _export_parquet(ws: Workspace, con: duckdb.DuckDBPyConnection, table: str, key: str, tmp: Path) -> None:
@@ -229,12 +227,11 @@ def build(
     if synapses is None:
         if not ws.has_table("synapses"):
             raise LayerNotFoundError(
-                f"no tables/synapses in {ws.url}: run the synapse stage, or "
-                "`wiremap connectome import` a synapse table"
+                f"no tables/synapses in {ws.url}: run the synapse stage, or `wiremap connectome import` a synapse table"
             )
-        synapses = ws.read_table("synapses")
+        synapses = read_table_compact(ws, "tables/synapses.parquet")
         if neurons is None and ws.has_table("neurons"):
-            neurons = ws.read_table("neurons")
+            neurons = read_table_compact(ws, "tables/neurons.parquet")
         source = source or "tables/synapses"
     source = source or "dataframe"
     syn = normalise_synapses(synapses, f"synapse table ({source})")
@@ -298,6 +295,16 @@ def build(
     return record
 
 
+def read_table_compact(ws: Workspace, key: str) -> pd.DataFrame:
+    """A Parquet table as a DataFrame with text columns as categoricals (compact for big tables)."""
+    root = local_root(ws)
+    try:
+        source = root / key if root is not None else pa.BufferReader(ws.read_bytes(key))
+        return pq.read_table(source).to_pandas(strings_to_categorical=True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{key} in {ws.url} is not a readable Parquet table: {exc}") from exc
+
+
 def _copy_key(ws: Workspace, src: str, dst: str) -> None:
     root = local_root(ws)
     if root is not None:
@@ -354,13 +361,42 @@ def _db_version(path: Path) -> int | None:
         con.close()
 
 
+def segment_volumes(ws: Workspace, layer: str, slab: int = 16) -> pd.DataFrame:
+    """Volume (um^3) of every segment of a label layer: id, volume_um3 (read in z-slabs)."""
+    import fastremap
+
+    from wiremap.roi import Roi
+    from wiremap.volume import Layer
+
+    labels = Layer(ws, layer)
+    shape = labels.info.shape_zyx
+    counts: dict[int, int] = {}
+    for z0 in range(0, shape[0], slab):
+        roi = Roi((z0, 0, 0), (min(slab, shape[0] - z0), shape[1], shape[2]))
+        ids, n = fastremap.unique(labels.read(roi), return_counts=True)
+        for i, c in zip(ids.tolist(), n.tolist(), strict=True):
+            if i:
+                counts[i] = counts.get(i, 0) + c
+    voxel_um3 = float(np.prod(labels.info.resolution_nm)) * 1e-9
+    return pd.DataFrame(
+        {
+            "id": np.fromiter(counts.keys(), np.uint64, len(counts)),
+            "volume_um3": np.fromiter(counts.values(), np.float64, len(counts)) * voxel_um3,
+        }
+    )
+
+
 def import_groundtruth(ws: Workspace, *, note: str = "") -> dict[str, Any]:
-    """Build a version from a synthetic workspace's answers (``groundtruth/*.parquet``)."""
+    """Build a version from a synthetic workspace's answers (``groundtruth/*.parquet``);
+    neuron volumes come from ``groundtruth/neurons`` when that layer is there."""
     for key in ("groundtruth/synapses.parquet", "groundtruth/cells.parquet"):
         if not ws.exists(key):
             raise LayerNotFoundError(f"{key} not found in {ws.url} (is it a `wiremap synth` workspace?)")
-    syn = ws.read_table("groundtruth/synapses.parquet")
-    cells = ws.read_table("groundtruth/cells.parquet")
+    syn = read_table_compact(ws, "groundtruth/synapses.parquet")
+    cells = read_table_compact(ws, "groundtruth/cells.parquet")
     if "confidence" not in syn.columns:
         syn["confidence"] = 1.0
+    if ws.has_layer("groundtruth/neurons") and "volume_um3" not in cells.columns:
+        volumes = segment_volumes(ws, "groundtruth/neurons")
+        cells = cells.merge(volumes, on="id", how="left", validate="one_to_one")
     return build(ws, synapses=syn, neurons=cells, source="groundtruth", note=note)
