@@ -41,6 +41,8 @@ class Skeleton:
     radii_nm: np.ndarray  # (N,) float64
     parents: np.ndarray  # (N,) int64, -1 for the root
     compartments: np.ndarray  # (N,) uint8, Compartment codes
+    # (N,) bool: node lies inside the imaged volume (and is drawn there); None = unknown
+    in_volume: np.ndarray | None = None
 
 
 @dataclass
