@@ -108,6 +108,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -256,9 +257,7 @@ class AcquisitionConfig(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         if 2 * self.fold_width_px[1] >= 2 * self.defect_decay_px:
-            raise ValueError(
-                "fold_width_px must stay below defect_decay_px (folds must not invert tissue)"
-            )
+            raise ValueError("fold_width_px must stay below defect_decay_px (folds must not invert tissue)")
         for name in ("fold_width_px", "crack_width_px", "debris_count", "debris_radius_px"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -298,9 +297,7 @@ def _section_warp(
     c = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
     t = math.radians(theta)
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    a = rot @ np.diag(
-        [1 / sy, 1 / sx]
-    )  # section point -> tissue point (section = tissue * stretch)
+    a = rot @ np.diag([1 / sy, 1 / sx])  # section point -> tissue point (section = tissue * stretch)
     q = c + (nodes - c) @ a.T + shift
     # smooth elastic part: random control points every warp_scale_px, cubic spline between them
     lo, hi = nodes[0, 0], nodes[-1, -1]
@@ -365,9 +362,7 @@ def _plan(cfg: AcquisitionConfig, shape: tuple[int, int], rng: np.random.Generat
     jitter = cfg.stage_jitter_px or 0.0
     for _ in range(2 if cfg.stage_jitter_px is None else 1):  # auto jitter depends on tile size
         margin = JITTER_BOUND * (jitter + cfg.mfov_jitter_px) * 1.05 + lens_margin + 1
-        layout = mb.plan_layout(
-            shape, cfg.beams, cfg.overlap, cfg.tile_aspect, cfg.tile_width_px, margin=margin
-        )
+        layout = mb.plan_layout(shape, cfg.beams, cfg.overlap, cfg.tile_aspect, cfg.tile_width_px, margin=margin)
         jitter = _jitter(cfg, layout.tile_shape)
     h, w = layout.tile_shape
     R = mb.lens_radius((h, w))
@@ -453,9 +448,7 @@ def simulate_acquisition(
     cfg = config or AcquisitionConfig()
     volume = np.asarray(volume)
     if volume.ndim != 3 or volume.dtype != np.uint8:
-        raise InputError(
-            f"acquisition needs a uint8 (z, y, x) volume, got {volume.dtype} {volume.shape}"
-        )
+        raise InputError(f"acquisition needs a uint8 (z, y, x) volume, got {volume.dtype} {volume.shape}")
     if len(resolution_nm) != 3 or min(resolution_nm) <= 0:
         raise InputError(f"resolution_nm must be 3 positive numbers (z, y, x), got {resolution_nm}")
     res = (float(resolution_nm[0]), float(resolution_nm[1]), float(resolution_nm[2]))
@@ -468,9 +461,7 @@ def simulate_acquisition(
     step = float(cfg.warp_grid_step_px)
     lay = plan.layout
     h, w = lay.tile_shape
-    canvas = np.stack(
-        np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
-    )
+    canvas = np.stack(np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1)
 
     warps, sec_rows, def_rows, frames, tiles = [], [], [], [], []  # type: ignore[var-annotated]
     masks = np.zeros((n, H, W), np.uint8)
@@ -503,9 +494,7 @@ def simulate_acquisition(
         slice_ = _prepared_slice(volume, z, cfg.interpolation_order)
         for scan in range(int(sec["n_scans"])):
             dwell = float(sec["dwell_us"]) * (cfg.rescan_dwell_factor if scan else 1.0)
-            imgs, truth = _image_scan(
-                cfg, plan, slice_, (warp, origin, step, sec_def), sec, dwell, rng
-            )
+            imgs, truth = _image_scan(cfg, plan, slice_, (warp, origin, step, sec_def), sec, dwell, rng)
             mb_ids = zip(lay.mfov, lay.beam, strict=True)
             keys = [f"tiles/{z:05d}/{scan}/{m:03d}_{b:02d}.png" for m, b in mb_ids]
             frames.append(pd.concat([pd.DataFrame({
@@ -563,35 +552,39 @@ def encode_png(tile: np.ndarray, compress_level: int = 1) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(tile), mode="L").save(
-        buf, format="PNG", compress_level=compress_level
-    )
+    Image.fromarray(np.ascontiguousarray(tile), mode="L").save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
-def write_acquisition(acq: Acquisition, ws: _Writable) -> None:
+def write_acquisition(acq: Acquisition, ws: _Writable, threads: int = 8) -> None:
     """Write tiles, ground truth, then manifest and ``tiles/acquisition.json`` (the done-marker).
 
     A workspace that can delete (``delete_prefix``, as ``wiremap.workspace.Workspace``)
     first loses its old marker, tiles and acquisition ground truth, so an interrupted
     rewrite is visibly incomplete (no marker) and no stale tile survives a new run.
+    Tiles are encoded and written by ``threads`` threads: writes of many small files are
+    latency-bound (on a local disk as on a bucket) and zlib releases the GIL.
     """
     delete = getattr(ws, "delete_prefix", None)  # optional: plain key-value sinks work too
     if delete is not None:
         for prefix in (META_KEY, "tiles/", GT_PREFIX):
             delete(prefix)
     level = int(acq.meta.get("config", {}).get("png_compress_level", 1))
-    for key, tile in zip(acq.manifest["key"], acq.tiles, strict=True):
-        ws.write_bytes(key, encode_png(tile, level))
+
+    def put(item: tuple[str, np.ndarray]) -> None:
+        ws.write_bytes(item[0], encode_png(item[1], level))
+
+    items = list(zip(acq.manifest["key"], acq.tiles, strict=True))
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for _ in pool.map(put, items):  # re-raises the first failed write
+            pass
     gt = acq.groundtruth
     ws.write_table(GT_PREFIX + "tiles.parquet", gt.tiles)
     ws.write_table(GT_PREFIX + "sections.parquet", gt.sections)
     ws.write_table(GT_PREFIX + "defects.parquet", gt.defects)
     ws.write_bytes(
         GT_PREFIX + "warp.npz",
-        _npz_bytes(
-            warp=gt.warp, origin_yx=np.array(gt.warp_origin_yx), step=np.array(gt.warp_step)
-        ),
+        _npz_bytes(warp=gt.warp, origin_yx=np.array(gt.warp_origin_yx), step=np.array(gt.warp_step)),
     )
     ws.write_bytes(GT_PREFIX + "masks.npz", _npz_bytes(masks=gt.masks))
     ws.write_table(MANIFEST_KEY, acq.manifest)
