@@ -84,10 +84,9 @@ def reassemble(acq, section: int, use_true: bool) -> np.ndarray:
         sel = best == i
         if not sel.any():
             continue
-        if use_true:
-            uv = section_to_tile(gt, section, row.tile_id, p[sel])
-        else:  # what a stitcher with nominal positions and no lens model would do
-            uv = p[sel] - np.array([row.y, row.x])
+        # without the truth: what a stitcher with nominal positions and no lens model does
+        nominal = p[sel] - np.array([row.y, row.x])
+        uv = section_to_tile(gt, section, row.tile_id, p[sel]) if use_true else nominal
         img = acq.tiles[row.tile_id].astype(float)
         val = ndimage.map_coordinates(img, uv.T, order=1, mode="nearest")
         rho2 = ((uv - [(h - 1) / 2, (w - 1) / 2]) ** 2).sum(-1) / R2
@@ -332,6 +331,9 @@ def test_write_and_load_roundtrip(tmp_path, vol: np.ndarray) -> None:
     gt = load_groundtruth(ws)
     assert gt.tiles.equals(a.groundtruth.tiles) and gt.defects.equals(a.groundtruth.defects)
     assert np.array_equal(gt.masks, a.groundtruth.masks)
+    assert AcquisitionConfig(**gt.config) == cfg  # so the true section renders from disk alone
+    assert np.array_equal(render_section(vol[:2, :96, :128], gt, 1),
+                          render_section(vol[:2, :96, :128], a.groundtruth, 1, cfg))  # fmt: skip
     p = np.random.default_rng(0).uniform(-20, 120, (50, 2))
     for s in (0, 1):
         assert np.array_equal(section_to_volume(gt, s, p), section_to_volume(a.groundtruth, s, p))

@@ -512,6 +512,7 @@ def simulate_acquisition(
         section_shape=(H, W), resolution_nm=res, tiles=gt_tiles, sections=pd.DataFrame(sec_rows),
         defects=defects_df.astype({"section": "int64"}).reset_index(drop=True),
         warp=np.stack(warps), warp_origin_yx=origin, warp_step=step, masks=masks,
+        config=cfg.model_dump(mode="json"),
     )  # fmt: skip
     meta = {
         "format": FORMAT, "n_sections": n, "section_shape_yx": [H, W], "resolution_nm": list(res),

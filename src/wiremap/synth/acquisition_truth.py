@@ -10,7 +10,7 @@ alignment residuals) uses the very formulas the simulator rendered with.  Points
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -45,6 +45,7 @@ class AcquisitionGroundTruth:
     warp_origin_yx: tuple[float, float]  # section-frame position of node (0, 0)
     warp_step: float  # node spacing, px
     masks: np.ndarray  # (n_sections, H, W) uint8 defect codes on the canvas
+    config: dict[str, Any] = field(default_factory=dict)  # AcquisitionConfig used, as JSON
 
 
 class _Readable(Protocol):
@@ -199,6 +200,7 @@ def load_groundtruth(ws: _Readable) -> AcquisitionGroundTruth:
         warp_origin_yx=tuple(float(v) for v in warp["origin_yx"]),  # type: ignore[arg-type]
         warp_step=float(warp["step"]),
         masks=masks,
+        config=dict(meta.get("config", {})),
     )
 
 
@@ -250,12 +252,12 @@ def render_section(
     """The warped section (``sec`` of the intensity model) on the section canvas, float32 (H, W).
 
     This is what perfectly stitched tiles with their gains, vignetting, noise and lens
-    removed look like.  ``config`` must be the one used to simulate (defaults: default config).
+    removed look like.  ``config``: the one used to simulate (default: ``gt.config``).
     """
     if config is None:
         from wiremap.synth.acquisition import AcquisitionConfig  # a cycle at import time otherwise
 
-        config = AcquisitionConfig()
+        config = AcquisitionConfig(**gt.config)
     cfg = config
     H, W = gt.section_shape
     p = np.stack(
