@@ -45,9 +45,7 @@ def vol() -> np.ndarray:
 @pytest.fixture(scope="module")
 def acq(vol: np.ndarray):
     # small tiles with 15 % overlap: several mFoVs per section, room for 1 px of stage jitter
-    cfg = AcquisitionConfig(
-        noise_sigma=2.0, rescan_fraction=0.25, tile_width_px=40, overlap=0.15, stage_jitter_px=1.0
-    )
+    cfg = AcquisitionConfig(noise_sigma=2.0, rescan_fraction=0.25, tile_width_px=40, overlap=0.15, stage_jitter_px=1.0)
     return simulate_acquisition(vol, RES, cfg, seed=3), cfg
 
 
@@ -68,15 +66,11 @@ def reassemble(acq, section: int, use_true: bool) -> np.ndarray:
     gt = acq.groundtruth
     H, W = gt.section_shape
     t = gt.tiles[(gt.tiles["section"] == section) & (gt.tiles["scan"] == 0)]
-    p = np.stack(
-        np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
-    )
+    p = np.stack(np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1)
     h, w = int(t["height"].iloc[0]), int(t["width"].iloc[0])
     cy = (t["y_true"] if use_true else t["y"]).to_numpy() + (h - 1) / 2
     cx = (t["x_true"] if use_true else t["x"]).to_numpy() + (w - 1) / 2
-    depth = np.minimum(
-        (h - 1) / 2 - np.abs(p[..., 0, None] - cy), (w - 1) / 2 - np.abs(p[..., 1, None] - cx)
-    )
+    depth = np.minimum((h - 1) / 2 - np.abs(p[..., 0, None] - cy), (w - 1) / 2 - np.abs(p[..., 1, None] - cx))
     best = depth.argmax(-1)  # the tile in which the pixel lies deepest
     out = np.zeros((H, W))
     R2 = mb.lens_radius((h, w)) ** 2
@@ -164,9 +158,7 @@ def test_lens_model_inverts_and_displaces_corners() -> None:
     c = np.array([22.0, 25.5])
     assert np.isclose(np.linalg.norm(p - c) - np.linalg.norm(corner - c), 1.5)
     uv = np.random.default_rng(0).uniform(0, 44, (100, 2))
-    back = mb.section_to_tile(
-        mb.tile_to_section(uv, np.array([3.0, -2.0]), shape, k), np.array([3.0, -2.0]), shape, k
-    )
+    back = mb.section_to_tile(mb.tile_to_section(uv, np.array([3.0, -2.0]), shape, k), np.array([3.0, -2.0]), shape, k)
     assert np.abs(back - uv).max() < 1e-9
 
 
@@ -187,9 +179,7 @@ def test_blank_section_is_blank(vol: np.ndarray) -> None:
     assert (sec.loc[~sec["blank"], "status"] == "ok").all()
     t = a.groundtruth.tiles
     h, w = a.tiles[0].shape
-    d = np.stack(
-        np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij"), -1
-    )
+    d = np.stack(np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij"), -1)
     rho2 = (d**2).sum(-1) / mb.lens_radius((h, w)) ** 2
     for row in t.itertuples():
         flat = (a.tiles[row.tile_id] / (1 - row.vignetting * rho2) - row.offset) / row.gain
@@ -235,11 +225,7 @@ def test_true_warp_maps_a_dot_to_where_it_appears() -> None:
         found += 1
     assert found >= 4
     for z, dot in dots.items():  # and in the rendered (warped) section
-        sec = (
-            render_section(vol, gt, z, cfg)
-            - 60 * cfg.regime_gain ** (z >= 2)
-            - (cfg.regime_offset if z >= 2 else 0)
-        )
+        sec = render_section(vol, gt, z, cfg) - 60 * cfg.regime_gain ** (z >= 2) - (cfg.regime_offset if z >= 2 else 0)
         i, j = np.unravel_index(np.argmax(sec), sec.shape)
         win = np.clip(sec[i - 6 : i + 7, j - 6 : j + 7], 0, None)
         wy, wx = np.mgrid[i - 6 : i + 7, j - 6 : j + 7]
@@ -301,15 +287,9 @@ def test_settings_change_and_slow_scan_noise() -> None:
     t = a.groundtruth.tiles
     assert (t.groupby("section")["regime"].first().to_numpy() == [0] * 4 + [1] * 4).all()
     for (regime, scan), g in t.groupby(["regime", "scan"]):
-        flat = np.stack(
-            [(a.tiles[i] - o) / gn for i, o, gn in zip(g.tile_id, g.offset, g.gain, strict=True)]
-        )
+        flat = np.stack([(a.tiles[i] - o) / gn for i, o, gn in zip(g.tile_id, g.offset, g.gain, strict=True)])
         expect_mean = 150 * cfg.regime_gain + cfg.regime_offset if regime else 150.0
-        dwell = (
-            cfg.dwell_us
-            * (cfg.regime_dwell_factor if regime else 1)
-            * (cfg.rescan_dwell_factor if scan else 1)
-        )
+        dwell = cfg.dwell_us * (cfg.regime_dwell_factor if regime else 1) * (cfg.rescan_dwell_factor if scan else 1)
         expect_sd = cfg.noise_sigma * np.sqrt(cfg.dwell_us / dwell)
         assert abs(flat.mean() - expect_mean) < 0.3
         assert abs(flat.std() - expect_sd) < 0.1 * expect_sd + 0.15  # + rounding to integers
@@ -337,16 +317,12 @@ def test_write_and_load_roundtrip(tmp_path, vol: np.ndarray) -> None:
     p = np.random.default_rng(0).uniform(-20, 120, (50, 2))
     for s in (0, 1):
         assert np.array_equal(section_to_volume(gt, s, p), section_to_volume(a.groundtruth, s, p))
-    assert np.array_equal(
-        true_tile_to_section(gt, 0, 3, p), true_tile_to_section(a.groundtruth, 0, 3, p)
-    )
+    assert np.array_equal(true_tile_to_section(gt, 0, 3, p), true_tile_to_section(a.groundtruth, 0, 3, p))
     assert ws.read_json("tiles/acquisition.json")["tile_shape_yx"] == list(a.tiles[0].shape)
     # a rewrite with fewer sections leaves no stale tile behind
     small = simulate_acquisition(vol[:1, :96, :128], RES, cfg, seed=4)
     write_acquisition(small, ws)
-    assert sorted(k for k in ws.list("tiles/") if k.endswith(".png")) == sorted(
-        small.manifest["key"]
-    )
+    assert sorted(k for k in ws.list("tiles/") if k.endswith(".png")) == sorted(small.manifest["key"])
     assert len(load_groundtruth(ws).sections) == 1
     ws.write_json("tiles/acquisition.json", {"format": "something/else"})
     with pytest.raises(WorkspaceError):

@@ -36,9 +36,7 @@ class AcquisitionGroundTruth:
 
     section_shape: tuple[int, int]  # (H, W) of the section canvas = volume slice
     resolution_nm: tuple[float, float, float]  # (z, y, x) of the clean volume
-    tiles: (
-        pd.DataFrame
-    )  # manifest columns + y_true, x_true, lens_k, gain, offset, vignetting, noise_sigma
+    tiles: pd.DataFrame  # manifest columns + y_true, x_true, lens_k, gain, offset, vignetting, noise_sigma
     sections: pd.DataFrame  # one row per section
     defects: pd.DataFrame  # one row per fold / crack / debris blob
     warp: np.ndarray  # (n_sections, 2, gh, gw) float64 volume (y, x) at the grid nodes
@@ -55,9 +53,7 @@ class _Readable(Protocol):
 
 
 # -- exact maps ------------------------------------------------------------------------------
-def _bilinear(
-    grid: np.ndarray, origin: tuple[float, float], step: float, p: np.ndarray
-) -> np.ndarray:
+def _bilinear(grid: np.ndarray, origin: tuple[float, float], step: float, p: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of ``grid`` (2, gh, gw) at section points ``p`` (..., 2).
 
     Beyond the grid the nearest edge cell is extrapolated linearly (exact for affine maps).
@@ -85,9 +81,7 @@ def _tile_row(gt: AcquisitionGroundTruth, section: int, tile: int) -> Any:
     return row
 
 
-def true_tile_to_section(
-    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
-) -> np.ndarray:
+def true_tile_to_section(gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray) -> np.ndarray:
     """Section-frame points imaged by tile-frame points ``yx`` (..., 2) of tile ``tile_id``."""
     r = _tile_row(gt, section, tile)
     return mb.tile_to_section(
@@ -98,9 +92,7 @@ def true_tile_to_section(
     )
 
 
-def section_to_tile(
-    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
-) -> np.ndarray:
+def section_to_tile(gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray) -> np.ndarray:
     """Tile-frame points of tile ``tile_id`` that image section-frame points ``yx`` (inverse)."""
     r = _tile_row(gt, section, tile)
     return mb.section_to_tile(
@@ -120,9 +112,7 @@ def section_to_volume(gt: AcquisitionGroundTruth, section: int, yx: np.ndarray) 
     return _bilinear(gt.warp[section], gt.warp_origin_yx, gt.warp_step, p)
 
 
-def volume_to_section(
-    gt: AcquisitionGroundTruth, section: int, yx: np.ndarray, iterations: int = 50
-) -> np.ndarray:
+def volume_to_section(gt: AcquisitionGroundTruth, section: int, yx: np.ndarray, iterations: int = 50) -> np.ndarray:
     """Section-frame points showing volume points ``yx`` (inverse of :func:`section_to_volume`).
 
     Fixed-point iteration ``p += q - S(p)``, which converges because the section map is
@@ -149,9 +139,7 @@ def mirror_into_volume(yx: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def tile_to_volume(
-    gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray
-) -> np.ndarray:
+def tile_to_volume(gt: AcquisitionGroundTruth, section: int, tile: int, yx: np.ndarray) -> np.ndarray:
     """Volume ``(y, x)`` imaged by tile-frame points ``yx`` of tile ``tile_id``."""
     return section_to_volume(gt, section, true_tile_to_section(gt, section, tile, yx))
 
@@ -237,9 +225,7 @@ def _raw(
 def _prepared_slice(volume: np.ndarray, z: int, order: int) -> np.ndarray:
     s = volume[z]
     if order > 1:
-        return ndimage.spline_filter(
-            s.astype(np.float32), order=order, mode="mirror", output=np.float32
-        )
+        return ndimage.spline_filter(s.astype(np.float32), order=order, mode="mirror", output=np.float32)
     return s
 
 
@@ -260,9 +246,7 @@ def render_section(
         config = AcquisitionConfig(**gt.config)
     cfg = config
     H, W = gt.section_shape
-    p = np.stack(
-        np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1
-    )
+    p = np.stack(np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij"), -1)
     s = gt.sections.iloc[section]
     q = section_to_volume(gt, section, p)
     has_def = bool((gt.defects["section"] == section).any())
