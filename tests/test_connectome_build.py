@@ -242,3 +242,17 @@ def test_import_groundtruth(tmp_path: Path) -> None:
     assert neurons.loc[2, "volume_um3"] == pytest.approx(32 * 4000 * 1e-9)
     assert np.isnan(neurons.loc[3, "volume_um3"])
     assert main(["connectome", "import", str(tmp_path / "ws"), "--from-groundtruth"]) == 0
+
+
+def test_cloud_workspace_builds_duckdb_in_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WIREMAP_CACHE", str(tmp_path / "cache"))
+    ws = Workspace.create("memory://bucket/connectome-test")
+    cells, syn = make_tables()
+    build(ws, synapses=syn, neurons=cells)
+    build(ws)
+    assert ws.exists("tables/edges.parquet") and ws.exists("connectome/v1/synapses.parquet")
+    with Connectome(ws) as latest:
+        assert latest.version == 2 and latest.path.is_relative_to(tmp_path / "cache")
+        assert fetch_neurons(1, client=latest).n_post[0] == (syn.post == 1).sum()
+    with Connectome(ws, version=1) as old:
+        assert old.path.name == "v1.duckdb"
