@@ -251,3 +251,21 @@ def test_query_cli(tmp_path: Path, capsys) -> None:
         == 0
     )
     assert main(["query", str(tmp_path / "ws"), "path", "1", "2"]) == 0
+
+
+def test_property_edits_carry_into_next_version(tmp_path: Path) -> None:
+    from wiremap.connectome import build
+
+    ws, _, _ = make_workspace(tmp_path / "ws")
+    with Connectome(ws, read_only=False) as rw:
+        set_property(4, "status", "proofread", client=rw)
+        set_property(4, "score", 0.5, client=rw)
+        set_property(4, "score", 0.75, client=rw)  # the last edit wins
+    record = build(ws)
+    assert record["version"] == 2 and record["property_edits_applied"] == 2
+    with Connectome(ws) as v2:
+        row = fetch_neurons(4, client=v2).iloc[0]
+        assert row.status == "proofread" and row.score == 0.75
+        assert fetch_neurons(5, client=v2).score.isna().all()
+    with Connectome(ws, version=1) as v1:  # the old version is unchanged
+        assert "status" not in v1.properties

@@ -19,6 +19,7 @@ strings); values travel only as parameters.  Results are ordered, and
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -357,8 +358,11 @@ def fetch_versions(*, client: Connectome) -> pd.DataFrame:
 def set_property(body_id: int, key: str, value: bool | int | float | str, *, client: Connectome) -> None:
     """Set user property ``key`` of one neuron in the client's database (needs ``read_only=False``).
 
-    The edit is logged in the database's ``property_edits`` table; a new
-    property gets a column of the value's type.
+    The edit changes this database at once, is logged in its
+    ``property_edits`` table and appended to the workspace's
+    ``tables/property_edits``, which every later build applies, so edits
+    carry over into new versions.  A new property gets a column of the
+    value's type.
     """
     if client.read_only:
         raise QueryError("this connectome is open read-only; open it with read_only=False to edit")
@@ -388,12 +392,23 @@ def set_property(body_id: int, key: str, value: bool | int | float | str, *, cli
             except duckdb.ConversionException as exc:
                 cursor.execute("ROLLBACK")
                 raise QueryError(f"property {key!r} cannot hold {value!r}: {exc}") from None
-            cursor.execute(
-                "INSERT INTO property_edits VALUES (?, ?, ?, ?)",
-                [body_id, key, str(value), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())],
-            )
+            edited = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            cursor.execute("INSERT INTO property_edits VALUES (?, ?, ?, ?)", [body_id, key, str(value), edited])
             cursor.execute("COMMIT")
             if key not in client.neuron_columns:
                 client.neuron_columns.append(key)
         finally:
             cursor.close()
+        # The workspace's edit log, which the next build applies (versions stay immutable).
+        log = client.ws.read_table("property_edits") if client.ws.has_table("property_edits") else None
+        row = pd.DataFrame(
+            {
+                "id": [body_id],
+                "key": [key],
+                "value": [json.dumps(value)],
+                "type": [sql_type],
+                "edited": [edited],
+                "version": [client.version],
+            }
+        ).astype({"id": "uint64"})
+        client.ws.write_table("property_edits", row if log is None else pd.concat([log, row]))

@@ -39,6 +39,7 @@ from wiremap import __version__
 from wiremap.connectome.schema import (
     NEURON_BASE,
     NEURON_DERIVED,
+    PROPERTY_NAME,
     check_known_ids,
     normalise_neurons,
     normalise_synapses,
@@ -176,6 +177,32 @@ def _derive(con: duckdb.DuckDBPyConnection, has_neurons: bool, extra: list[str])
     )
 
 
+def _apply_property_edits(ws: Workspace, con: duckdb.DuckDBPyConnection) -> int:
+    """Apply ``tables/property_edits`` (the last value per neuron and key); returns edits applied."""
+    if not ws.has_table("property_edits"):
+        return 0
+    edits = ws.read_table("property_edits")
+    edits = edits.drop_duplicates(["id", "key"], keep="last")
+    columns = {r[0] for r in con.execute("DESCRIBE neurons").fetchall()}
+    applied = 0
+    for key, group in edits.groupby("key", sort=True):
+        sql_type = str(group["type"].iloc[-1])
+        if not PROPERTY_NAME.match(str(key)) or sql_type not in ("BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"):
+            continue  # not written by set_property; ignore rather than trust it in SQL
+        if key not in columns:
+            con.execute(f'ALTER TABLE neurons ADD COLUMN "{key}" {sql_type}')
+        values = pd.DataFrame({"id": group["id"].astype("uint64"), "value": [json.loads(v) for v in group["value"]]})
+        if sql_type == "VARCHAR":
+            values["value"] = values["value"].astype(str)
+        con.register("edit_values", values)
+        con.execute(
+            f'UPDATE neurons SET "{key}" = CAST(v.value AS {sql_type}) FROM edit_values v WHERE neurons.id = v.id'
+        )
+        con.unregister("edit_values")
+        applied += len(group)
+    return applied
+
+
 def _index(con: duckdb.DuckDBPyConnection) -> None:
     """Indexes for point lookups by partner; ``pre`` lookups use the sort order's zone maps."""
     con.execute("CREATE UNIQUE INDEX neurons_id ON neurons (id)")
@@ -253,6 +280,7 @@ def build(
             con.register("neu_in", neu)
         del syn
         _derive(con, neu is not None, extra)
+        edits = _apply_property_edits(ws, con)
         con.unregister("syn_in")
         if neu is not None:
             con.unregister("neu_in")
@@ -267,6 +295,7 @@ def build(
             "n_edges": counts["edges"],
             "wiremap_version": __version__,
             "note": note,
+            "property_edits_applied": edits,
         }
         for table in TABLES:
             _export_parquet(ws, con, table, f"connectome/v{version}/{table}.parquet", tmp)
