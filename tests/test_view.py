@@ -121,7 +121,16 @@ def test_state_and_data_server(view_ws) -> None:
         names = [layer["name"] for layer in state["layers"]]
         assert names == ["image", "neurons", "synapses", "12 inputs", "12 outputs"]
         seg = state["layers"][1]
-        assert seg["source"] == f"precomputed://{server.data_url}/groundtruth/neurons" and seg["segments"] == ["12"]
+        assert seg["source"]["subsources"] == {"default": True, "properties": True}
+        seg_info = ws.read_json("groundtruth/neurons/info")
+        ws.write_json("groundtruth/neurons/info", {**seg_info, "mesh": "mesh", "skeletons": "skeletons"})
+        try:
+            meshed = viewer_state(ws, info, server.data_url)["layers"][1]["source"]["subsources"]
+            assert meshed == {"default": True, "properties": True, "mesh": True, "skeletons": True}
+        finally:
+            ws.write_json("groundtruth/neurons/info", seg_info)
+        assert seg["source"]["url"] == f"precomputed://{server.data_url}/groundtruth/neurons"
+        assert seg["segments"] == ["12"]
         assert "prop_ei()" in state["layers"][2]["shader"]
         assert state["layers"][2]["linkedSegmentationLayer"] == {
             "pre": "neurons",

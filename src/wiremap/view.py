@@ -47,6 +47,8 @@ IMAGE_LAYERS = ("aligned", "groundtruth/image", "montage", "raw")
 SEGMENTATION_LAYERS = ("segmentation", "neurons", "groundtruth/neurons")
 #: Prefixes of the workspace the server exposes (nothing else is readable over HTTP).
 SERVED_PREFIXES = ("layers/", "groundtruth/", "connectome/")
+#: Keys of a segmentation info and the Neuroglancer sub-sources they provide.
+SUBSOURCES = {"segment_properties": "properties", "mesh": "mesh", "skeletons": "skeletons"}
 NUMERIC_PROPERTIES = ("n_pre", "n_post", "n_upstream", "n_downstream", "volume_um3")
 
 #: Excitatory synapses green, inhibitory red (property ``ei``: 0 = E, 1 = I).
@@ -258,7 +260,7 @@ def viewer_state(
         # Voxel i spans [i, i + 1): start at the centre voxel's middle so points on it are in focus.
         "position": [shape[2] // 2 + 0.5, shape[1] // 2 + 0.5, shape[0] // 2 + 0.5],
         "crossSectionScale": max(shape[1], shape[2]) / 600,
-        "projectionScale": max(shape[1] * ry, shape[2] * rx) * 1.5,
+        "projectionScale": max(shape[1] * ry, shape[2] * rx) * 0.75,
         "layers": [],
         "layout": layout,
     }
@@ -277,8 +279,12 @@ def viewer_state(
     seg = view["segmentation"]
     if seg:
         # Meshes ("mesh"), skeletons ("skeletons") and segment properties named in the
-        # layer's info are sub-sources that Neuroglancer loads from the same URL.
-        source = f"precomputed://{base_url}/{ws.layer_key(seg)}"
+        # layer's info are sub-sources Neuroglancer loads from the same URL; they are
+        # listed so that the state says what the view shows (once the mesh stage ran).
+        url = f"precomputed://{base_url}/{ws.layer_key(seg)}"
+        info = ws.read_json(f"{ws.layer_key(seg)}/info")
+        extra = {sub: True for key, sub in SUBSOURCES.items() if key in info}
+        source: str | dict[str, Any] = {"url": url, "subsources": {"default": True, **extra}} if extra else url
         layer = {
             "type": "segmentation",
             "name": "neurons",

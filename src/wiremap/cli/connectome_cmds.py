@@ -259,9 +259,13 @@ def view(
     layout: Annotated[str, typer.Option(help="xy, 3d, 4panel, xy-3d, …")] = "4panel",
     max_synapses: Annotated[int, typer.Option(help="Synapses in the overview layer.")] = 20_000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare, print the URL and exit.")] = False,
+    screenshot: Annotated[
+        str | None, typer.Option(help="Save a PNG of the view (headless Chromium), then exit.")
+    ] = None,
 ) -> None:
     """Open the workspace in Neuroglancer (served locally) and print the URL."""
     from wiremap.view import open_view
+    from wiremap.view import screenshot as take_screenshot
 
     v = open_view(
         workspace,
@@ -272,6 +276,12 @@ def view(
         max_synapses=max_synapses,
     )
     print(v.url, flush=True)
+    if screenshot:
+        try:
+            console.print(f"wrote {take_screenshot(v.url, screenshot)}")
+        finally:
+            v.stop()
+        return
     if no_serve:
         v.stop()
         return
