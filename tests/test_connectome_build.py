@@ -241,6 +241,8 @@ def test_import_groundtruth(tmp_path: Path) -> None:
     assert neurons.loc[1, "volume_um3"] == pytest.approx(96 * 4000 * 1e-9)
     assert neurons.loc[2, "volume_um3"] == pytest.approx(32 * 4000 * 1e-9)
     assert np.isnan(neurons.loc[3, "volume_um3"])
+    inputs = ws.provenance("connectome")["inputs"]
+    assert inputs == ["groundtruth/synapses", "groundtruth/cells", "groundtruth/neurons"]
     assert main(["connectome", "import", str(tmp_path / "ws"), "--from-groundtruth"]) == 0
 
 

@@ -241,6 +241,7 @@ def build(
     source: str | None = None,
     note: str = "",
     settings: BuildSettings | None = None,
+    inputs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build the next connectome version; returns its manifest.
 
@@ -248,7 +249,8 @@ def build(
     ``tables/neurons`` when present), as written by the synapse stage or a
     previous build.  Given tables are validated first (missing columns,
     wrong types, ids that are not neurons: :class:`InputError`), so nothing
-    is written for a bad input.
+    is written for a bad input.  ``inputs`` names what the provenance
+    record lists as this stage's inputs (default: the workspace tables).
     """
     settings = settings or BuildSettings()
     if synapses is None:
@@ -318,7 +320,7 @@ def build(
     ws.write_provenance(
         "connectome",
         parameters={"version": version, "source": source, "note": note},
-        inputs=["tables/synapses"] + (["tables/neurons"] if neurons is not None else []),
+        inputs=inputs or ["tables/synapses"] + (["tables/neurons"] if neurons is not None else []),
         outputs=[f"connectome/v{version}", "tables/neurons", "tables/synapses", "tables/edges"],
     )
     return record
@@ -428,4 +430,6 @@ def import_groundtruth(ws: Workspace, *, note: str = "") -> dict[str, Any]:
     if ws.has_layer("groundtruth/neurons") and "volume_um3" not in cells.columns:
         volumes = segment_volumes(ws, "groundtruth/neurons")
         cells = cells.merge(volumes, on="id", how="left", validate="one_to_one")
-    return build(ws, synapses=syn, neurons=cells, source="groundtruth", note=note)
+    inputs = ["groundtruth/synapses", "groundtruth/cells"]
+    inputs += ["groundtruth/neurons"] if ws.has_layer("groundtruth/neurons") else []
+    return build(ws, synapses=syn, neurons=cells, source="groundtruth", note=note, inputs=inputs)
