@@ -228,7 +228,9 @@ def walk(
             nd = unit(d + (spec.wiggle * (1 + k)) * rng.normal(size=3) + pull)
             cand = pos + step * nd
             own = (cell.cid, *(c for p, rad, c in zones if np.linalg.norm(cand - p) < rad))
-            if not occ.blocked(cand, r + spec.sheath + spec.clearance, own):
+            if not occ.blocked(cand, r + spec.sheath + spec.clearance, own) and (
+                len(own) == 1 or not occ.blocked(cand, 0.0, (cell.cid,))  # never centred in the target
+            ):
                 ok = True
                 break
         if not ok or not in_world(cand):

@@ -232,7 +232,7 @@ class _Grower:
             length = rng.uniform(*self.cfg.cilium_length_nm)
             pts = [c + d * (r - 50.0)]
             dd = d
-            for k in range(4):
+            for _k in range(4):
                 dd = unit(dd + 0.2 * rng.normal(size=3))
                 pts.append(pts[-1] + dd * length / 4)
             if any(self.occ.blocked(p, 130.0, (b.cid,)) for p in pts[2:]):
@@ -340,7 +340,8 @@ class _Grower:
             rb = rng.uniform(*ct.bouton_radius_nm)
             for shrink in (1.0, 0.75, 0.55):  # a bouton squeezed by its neighbours is smaller
                 bpos = s.P[k] + s.N[k] * rb * shrink
-                if not self.occ.blocked(bpos, rb * shrink, (b.cid, post)):
+                if not self.occ.blocked(bpos, rb * shrink, (b.cid, post)) and not self.occ.blocked(
+                        bpos, 0.5 * rb * shrink, (b.cid,)):
                     rb *= shrink
                     break
             else:
@@ -382,7 +383,14 @@ class _Grower:
     def grow_axons(self, progress: Callable[[float], None]) -> None:
         cfg, rng = self.cfg, self.rng
         for cid, hill, p, d in self.soma_axons:
-            self.grow_axon(self.builders[cid], hill, p, d)
+            b = self.builders[cid]
+            ti = self.type_of[cid]
+            spec = Walk(radius=self.types[ti].axon_radius_nm[1], comp=Compartment.AXON, step=cfg.axon_step_nm,
+                        wiggle=0.15, wobble=0.1, min_radius=45.0)
+            # the initial segment makes no synapses: walk clear of the soma first
+            node, pos, dd, _ = walk(self.occ, rng, b, hill, p, d, spec, 1000.0, self.in_world, tries=10)
+            if node != hill:
+                self.grow_axon(b, node, pos, dd)
         share = np.array([self.types[self.type_of[c]].axon_share for c in self.pool])
         share = share / share.sum()
         tries = 0
@@ -470,6 +478,7 @@ class _Grower:
                 continue
             last = -np.inf
             run = 0.0
+            soma, soma_r = self.infos[cid].soma_nm, self.infos[cid].soma_r
             for i in range(1, len(b.nodes)):
                 p = b.nodes[i]
                 par = b.parents[i]
@@ -480,6 +489,8 @@ class _Grower:
                     continue
                 if np.any(p < 0) or np.any(p >= self.vol_hi):
                     continue
+                if soma is not None and np.linalg.norm(p - soma) < soma_r + 1000.0:
+                    continue  # no synapses on the axon initial segment
                 ra = b.radii[i]
                 for j in tree.query_ball_point(p, ra + rmax + reach + seg_max):
                     if used[j] >= cap[j] or tcell_a[j] == cid:

@@ -24,11 +24,11 @@ def _bbox(a: np.ndarray, b: np.ndarray, r: float, res: np.ndarray, shape: tuple[
     return lo, hi
 
 
-def capsule_sdf(lo, hi, res, a, b, ra, rb, r_inner: float = 0.0):
+def capsule_sdf(lo, hi, res, a, b, ra, rb, shell: float = 0.0):
     """Signed distance (nm) to a capsule's surface on the voxel box ``[lo, hi)``.
 
-    With ``r_inner`` > 0 the capsule is a shell: voxels nearer the axis than
-    ``r_inner`` get +inf (outside).
+    With ``shell`` > 0 the capsule is a hollow tube of that wall thickness:
+    voxels deeper than ``shell`` inside get +inf (outside).
     """
     f4 = np.float32
     zz = (np.arange(lo[0], hi[0]) * res[0] - a[0]).astype(f4)[:, None, None]
@@ -50,12 +50,9 @@ def capsule_sdf(lo, hi, res, a, b, ra, rb, r_inner: float = 0.0):
         d2 = np.square(zz) + np.square(yy) + np.square(xx)
         rad = f4(max(ra, rb))
     dist = np.sqrt(d2, out=d2)
-    if r_inner > 0:
-        inner = dist < f4(r_inner)
-        dist -= rad
-        dist[inner] = np.inf
-        return dist
     dist -= rad
+    if shell > 0:
+        dist[dist < -f4(shell)] = np.inf
     return dist
 
 
@@ -68,7 +65,7 @@ def paint_capsules(
     r0: np.ndarray,
     r1: np.ndarray,
     ids: np.ndarray,
-    r_inner: np.ndarray | None = None,
+    shell: np.ndarray | None = None,
 ) -> None:
     """Draw capsules into ``owner`` (id per voxel), keeping the deepest surface in ``best``."""
     shape = best.shape
@@ -79,8 +76,8 @@ def paint_capsules(
         if box is None:
             continue
         lo, hi = box
-        ri = 0.0 if r_inner is None else float(r_inner[k])
-        sdf = capsule_sdf(lo, hi, res, a, b, ra, rb, ri)
+        sh = 0.0 if shell is None else float(shell[k])
+        sdf = capsule_sdf(lo, hi, res, a, b, ra, rb, sh)
         sl = tuple(slice(int(lo[i]), int(hi[i])) for i in range(3))
         sub = best[sl]
         m = sdf < sub

@@ -53,10 +53,10 @@ class TissueConfig(pydantic.BaseModel):
     # -- packing
     margin_nm: float = 250.0  # world margin around the volume; neurites enter from there
     occupancy_cell_nm: float = 25.0  # grid used to keep neurites apart while growing
-    dendrite_fraction: float = 0.3  # share of the volume dendrites (and somata) fill before axons grow
-    neurite_fraction: float = 0.62  # share of the volume all neurite cores fill (rest: expansion, glia)
+    dendrite_fraction: float = 0.22  # share of the volume dendrites (and somata) fill before axons grow
+    neurite_fraction: float = 0.75  # share of the volume all neurite cores fill (rest: expansion, glia)
     max_fragments: int = 3000  # cap on neurite fragments entering the volume
-    expand_nm: float = 60.0  # neurites swell into free space up to this far; beyond it is glia
+    expand_nm: float = 40.0  # neurites swell into free space up to this far; beyond it is glia
     gap_nm: float = 8.0  # extracellular space between touching cells (1-2 voxels at 4 nm)
     astrocytes_per_um3: float = 0.05  # astrocytes sharing the glial processes
     # -- somata
@@ -83,10 +83,10 @@ class TissueConfig(pydantic.BaseModel):
     contact_synapse_rate: float = 0.5  # chance a touch of an axon and a preferred target is a synapse
     contact_reach_nm: float = 80.0  # surfaces this close count as touching (the bouton swells to meet)
     synapse_area_nm2: float = 200000.0  # shaft/soma membrane area per synapse it can receive
-    myelinated_axons_per_um3: float = 0.02  # myelinated fibres per volume
+    myelinated_axons_per_um3: float = 0.01  # myelinated fibres per volume
     min_volume_for_myelin_um3: float = 8.0  # volumes at least this big get at least one
-    myelinated_radius_nm: Range = (220.0, 400.0)  # axon radius inside myelin
-    myelin_thickness_nm: Range = (90.0, 200.0)  # sheath thickness
+    myelinated_radius_nm: Range = (150.0, 300.0)  # axon radius inside myelin
+    myelin_thickness_nm: Range = (60.0, 140.0)  # sheath thickness
     max_neurite_nm: float = 20000.0  # cap on one fragment's walk
     # -- organelles and synapses
     mito_per_node: float = 0.03  # chance a neurite node starts a mitochondrion
@@ -174,10 +174,9 @@ def _voxelize(grown: Neuropil, res: np.ndarray, shape: tuple[int, int, int], cfg
     paint_capsules(best, owner, res, seg["p0"], seg["p1"], seg["r0"], seg["r1"], seg["gid"])
     sh = seg["sheath"] > 0
     if sh.any():
-        rin = np.maximum(seg["r0"][sh], seg["r1"][sh])
         ids = np.array([sheath_id[int(o)] for o in seg["sheath_owner"][sh]], np.int64)
         paint_capsules(best, owner, res, seg["p0"][sh], seg["p1"][sh], seg["r0"][sh] + seg["sheath"][sh],
-                       seg["r1"][sh] + seg["sheath"][sh], ids, r_inner=rin)
+                       seg["r1"][sh] + seg["sheath"][sh], ids, shell=seg["sheath"][sh])
     del best
     myelin = owner > n_nodes
     filled, far = expand_labels(owner, res, cfg.expand_nm)

@@ -33,7 +33,7 @@ class CellType(pydantic.BaseModel):
     fraction: float = 0.25  # share of neurons of this type
     spiny: bool = False  # dendrites carry spines (pyramidal-like)
     dendrite_radius_nm: tuple[float, float] = (250.0, 500.0)  # range of dendrite radii
-    axon_radius_nm: tuple[float, float] = (50.0, 110.0)  # range of axon radii (0.1-0.2 um diameter)
+    axon_radius_nm: tuple[float, float] = (45.0, 100.0)  # range of axon radii (0.1-0.2 um diameter)
     bouton_radius_nm: tuple[float, float] = (150.0, 260.0)  # range of bouton radii
     axon_share: float = 1.0  # relative number of axon fragments per neuron (local arbour density)
     # preference of this type's axon for each post-synaptic compartment
@@ -88,7 +88,7 @@ class Sites:
     def freeze(self, lo_nm: np.ndarray, hi_nm: np.ndarray) -> None:
         """Turn lists into arrays, keeping sites inside ``[lo, hi)`` (call once all targets exist)."""
         P = np.array(self.pos).reshape(-1, 3)
-        keep = np.all((P >= lo_nm) & (P < hi_nm), axis=1)
+        keep = np.all((lo_nm <= P) & (hi_nm > P), axis=1)
         for name in ("pos", "out", "cell", "ctype", "comp", "disc"):
             setattr(self, name, [v for v, k in zip(getattr(self, name), keep, strict=True) if k])
         self.P = np.array(self.pos).reshape(-1, 3)
@@ -124,7 +124,7 @@ def choose_site(
     """Pick an unused site for an axon of ``pre_type`` (near ``pos`` if given); -1 if none."""
     if len(sites.C) == 0:
         return -1
-    w = weights[pre_type, sites.T, sites.K] * ~sites.used * (sites.C != pre_cell)
+    w = weights[pre_type, sites.T, sites.K] * ~sites.used * (pre_cell != sites.C)
     if pos is not None:
         v = sites.P - pos
         d = np.linalg.norm(v, axis=1)
