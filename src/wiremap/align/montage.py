@@ -26,6 +26,7 @@ tile from the statistics of matched overlap patches; seams are feathered.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -204,14 +205,14 @@ def match_pair(ta: np.ndarray, tb: np.ndarray, pa: np.ndarray, pb: np.ndarray,
             mb.append(ok)
             tl.append((ay, ax))
             bl.append((by, bx))
-    f, g = np.stack(fa), np.stack(gb)
+    f, g, mbs = np.stack(fa), np.stack(gb), np.stack(mb)
     if vignetting > 0:
         va, vb = vignetting_profile((ha, wa), vignetting), vignetting_profile((hb, wb), vignetting)
         for i, ((ay, ax), (by, bx)) in enumerate(zip(tl, bl, strict=True)):
             f[i] /= va[ay:ay + ph, ax:ax + pw]
             vwin, _ = _crop(vb, by, bx, ph + 2 * s, pw + 2 * s)
             g[i] /= np.where(vwin > 0, vwin, 1.0)
-    c = masked_ncc(f, np.stack(ma), g, np.stack(mb), min_frac=min_frac)
+    c = masked_ncc(f, np.stack(ma), g, mbs, min_frac=min_frac)
     pk, val = _peak(c)
     tl_a, tl_b = np.asarray(tl, np.float64), np.asarray(bl, np.float64)
     centre = np.array([(ph - 1) / 2.0, (pw - 1) / 2.0])
@@ -221,7 +222,7 @@ def match_pair(ta: np.ndarray, tb: np.ndarray, pa: np.ndarray, pb: np.ndarray,
     for i in range(len(qa)):
         oy, ox = int(round(pk[i, 0])), int(round(pk[i, 1]))
         wb_ = g[i, oy:oy + ph, ox:ox + pw]
-        okb = np.stack(mb)[i, oy:oy + ph, ox:ox + pw] > 0
+        okb = mbs[i, oy:oy + ph, ox:ox + pw] > 0
         if okb.sum() > 4:
             stats[i] = [f[i][okb].mean(), f[i][okb].std(), wb_[okb].mean(), wb_[okb].std()]
     good = val >= cfg.min_ncc
@@ -231,7 +232,8 @@ def match_pair(ta: np.ndarray, tb: np.ndarray, pa: np.ndarray, pb: np.ndarray,
 
 
 def _centres(lo: float, hi: float, p: int) -> np.ndarray:
-    n = max(1, int(np.ceil((hi - lo - p) / (p / 2))) + 1)
+    """Patch centres covering [lo, hi) with patches of ``p`` (abutting, not overlapping)."""
+    n = max(1, int(np.ceil((hi - lo - p) / p)) + 1)
     return np.linspace(lo + p / 2, hi - p / 2, n) if n > 1 else np.array([(lo + hi) / 2])
 
 
@@ -365,7 +367,9 @@ def estimate_vignetting(tiles: Sequence[np.ndarray]) -> float:
     return float(np.clip(-b / a, 0.0, 0.9)) if a > 0 else 0.0
 
 
+@functools.lru_cache(maxsize=8)
 def vignetting_profile(shape: tuple[int, int], v: float) -> np.ndarray:
+    """``V(q) = 1 - v r^2 / R^2`` over a tile (cached: all tiles share a few shapes)."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     r2 = ((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (np.hypot(h - 1, w - 1) / 2) ** 2
