@@ -258,7 +258,9 @@ class _Grower:
             cid = self.pool[int(rng.integers(len(self.pool)))]
             ti = self.type_of[cid]
             d = random_direction(rng)
-            rd = rng.uniform(*self.types[ti].dendrite_radius_nm)
+            # in a block smaller than a thick dendrite's reach, one dendrite must not fill it all
+            rd = min(rng.uniform(*self.types[ti].dendrite_radius_nm), 0.3 * float(self.vol_hi.min()))
+            rd = max(rd, 120.0)
             start = self.free_start(self.rand_in_volume(), d, rd + 50.0)
             if start is None:
                 misses += 1
@@ -395,6 +397,8 @@ class _Grower:
         share = share / share.sum()
         tries = 0
         goal = self.f0 + cfg.neurite_fraction * (1.0 - self.f0)
+        fill = self.fill()
+        goal = max(goal, fill + 0.5 * (cfg.neurite_fraction - cfg.dendrite_fraction) * (1.0 - fill))
         fill = self.fill()
         misses = 0
         while fill < goal and tries < cfg.max_fragments:

@@ -71,7 +71,7 @@ class TissueConfig(pydantic.BaseModel):
     dendrite_taper_per_um: float = 0.93  # radius factor per um of dendrite
     dendrite_branch_per_um: float = 0.12  # branching rate of dendrites
     shaft_site_spacing_nm: float = 120.0  # spacing of possible shaft synapses
-    spine_density_per_um: float = 3.0  # spines per um of spiny dendrite
+    spine_density_per_um: float = 4.5  # spines per um of spiny dendrite
     spine_neck_length_nm: Range = (250.0, 800.0)  # spine neck length range
     spine_neck_radius_nm: float = 50.0  # spine neck radius
     spine_head_radius_nm: Range = (130.0, 260.0)  # spine head radius range

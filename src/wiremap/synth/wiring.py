@@ -37,7 +37,7 @@ class CellType(pydantic.BaseModel):
     bouton_radius_nm: tuple[float, float] = (150.0, 260.0)  # range of bouton radii
     axon_share: float = 1.0  # relative number of axon fragments per neuron (local arbour density)
     # preference of this type's axon for each post-synaptic compartment
-    targets: dict[str, float] = {"spine": 0.8, "dendrite": 0.2, "soma": 0.0}
+    targets: dict[str, float] = {"spine": 1.0, "dendrite": 0.1, "soma": 0.0}
 
 
 def default_cell_types() -> dict[str, CellType]:
