@@ -25,6 +25,8 @@ state in this process, so links stay short.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -175,15 +177,21 @@ def write_synapse_annotations(
     if not len(synapses):  # an empty layer still needs bounds
         writer.lower_bound[:] = 0
         writer.upper_bound[:] = 1
+    # Written whole, then put in place with ``info`` last: a layer whose info exists is complete.
     root = local_root(ws)
     if root is not None:
-        writer.write(root / key)
+        target = root / key
+        staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        writer.write(staged)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staged, target)
         return key
     with tempfile.TemporaryDirectory(prefix="wiremap-annotations-") as tmp:
         writer.write(tmp)
-        for path in Path(tmp).rglob("*"):
-            if path.is_file():
-                ws.write_bytes(f"{key}/{path.relative_to(tmp).as_posix()}", path.read_bytes())
+        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+        for path in sorted(files, key=lambda p: p.name == "info"):
+            ws.write_bytes(f"{key}/{path.relative_to(tmp).as_posix()}", path.read_bytes())
     return key
 
 

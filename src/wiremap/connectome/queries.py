@@ -40,7 +40,7 @@ from wiremap.connectome.criteria import (
 )
 from wiremap.connectome.schema import COMPARTMENTS, NEURON_BASE, NEURON_DERIVED, PROPERTY_NAME
 from wiremap.connectome.tables import ensure_database, versions
-from wiremap.errors import InputError
+from wiremap.errors import InputError, WorkspaceError
 from wiremap.workspace import Workspace
 
 Query = tuple[str, list[Any]]
@@ -64,7 +64,10 @@ class Connectome:
         self.path, self.version = ensure_database(self.ws, version)
         self.read_only = read_only
         config = {"threads": threads} if threads else {}
-        self._con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:  # e.g. another process holds it open for writing
+            raise WorkspaceError(f"cannot open connectome database {self.path}: {exc}") from exc
         self._lock = threading.Lock()
         self._graphs: dict[int, tuple[csr_matrix, np.ndarray]] = {}
         self.neuron_columns = [r[0] for r in self._con.execute("DESCRIBE neurons").fetchall()]

@@ -107,6 +107,9 @@ def _rename(df: pd.DataFrame, aliases: dict[str, str]) -> pd.DataFrame:
 def _ids(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
     """Column ``col`` as uint64 ids in 1..2**64-1, or an InputError naming a bad row."""
     s = df[col]
+    if s.isna().any():
+        row = int(np.flatnonzero(s.isna().to_numpy())[0])
+        raise InputError(f"{source}: column {col!r} row {row} has no id")
     if s.dtype == object or pd.api.types.is_string_dtype(s):
         conv = pd.to_numeric(s, errors="coerce")
         bad = conv.isna() | (conv != conv.round())
