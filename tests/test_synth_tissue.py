@@ -170,6 +170,13 @@ def test_skeleton_nodes_lie_inside_their_cell(rich):
         comps = set(sk.compartments.tolist())
         assert Compartment.AXON in comps or Compartment.DENDRITE in comps
     assert n_in > 100
+    # trees branch: dendrites and axons have nodes with two or more children
+    branched = {Compartment.AXON: 0, Compartment.DENDRITE: 0}
+    for sk in t.skeletons.values():
+        kids = np.bincount(sk.parents[sk.parents >= 0], minlength=len(sk.parents))
+        for comp in branched:
+            branched[comp] += int(np.sum((kids >= 2) & (sk.compartments == comp)))
+    assert branched[Compartment.AXON] > 0 and branched[Compartment.DENDRITE] > 0
 
 
 def test_same_physical_block_at_another_resolution_is_the_same_tissue():

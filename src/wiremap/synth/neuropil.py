@@ -312,7 +312,23 @@ class _Grower:
     # -- axons -----------------------------------------------------------
     def grow_axon(self, b: CellBuilder, parent: int, pos: np.ndarray, d: np.ndarray,
                   first: int = -1) -> None:
+        """An axon and its collaterals (branching up to two levels deep)."""
+        todo = [(parent, pos, d, first, 0)]
+        while todo:
+            parent, pos, d, first, depth = todo.pop(0)
+            branches: list[tuple[int, np.ndarray, np.ndarray]] = []
+            self._axon_chain(b, parent, pos, d, first, branches if depth < 2 else None)
+            todo.extend((n, p, dd, -1, depth + 1) for n, p, dd in branches)
+
+    def _axon_chain(self, b: CellBuilder, parent: int, pos: np.ndarray, d: np.ndarray,
+                    first: int, branches: list[tuple[int, np.ndarray, np.ndarray]] | None) -> None:
+        """One unbranched axon walking from target to target; notes where collaterals sprout."""
         cfg, rng = self.cfg, self.rng
+
+        def maybe_branch(node: int, p: np.ndarray, dd: np.ndarray, length: float) -> None:
+            if branches is not None and rng.random() < cfg.axon_branch_per_um * length / 1000.0:
+                branches.append((node, p, unit(dd + 1.2 * perpendicular(dd, rng))))
+
         ti = self.type_of[b.cid]
         ct = self.types[ti]
         spec = Walk(radius=rng.uniform(*ct.axon_radius_nm), comp=Compartment.AXON, step=cfg.axon_step_nm,
@@ -332,6 +348,7 @@ class _Grower:
                                          zones=zones, tries=10)
                 walked += 800.0
                 st["wander"] += 1
+                maybe_branch(parent, pos, d, 800.0)
                 if len(b.nodes) == n0 or not self.in_world(pos + d * spec.step * 2):
                     return
                 zones = []
@@ -380,6 +397,7 @@ class _Grower:
             walked += gap
             if len(b.nodes) == n0 or not self.in_world(pos + d * spec.step * 2):
                 return
+            maybe_branch(parent, pos, d, gap)
             zones = []
 
     def grow_axons(self, progress: Callable[[float], None]) -> None:

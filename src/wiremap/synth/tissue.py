@@ -77,6 +77,7 @@ class TissueConfig(pydantic.BaseModel):
     spine_head_radius_nm: Range = (130.0, 260.0)  # spine head radius range
     # -- axons
     axon_step_nm: float = 60.0  # step of the axon walk (sets its tortuosity scale)
+    axon_branch_per_um: float = 0.15  # collateral branching rate of axons
     bouton_search_nm: float = 2500.0  # how far ahead an axon looks for its next target
     site_reserve_nm: float = 0.0  # room kept free for a bouton at each potential synapse site
     bouton_spacing_nm: float = 1500.0  # mean axon length between synaptic boutons

@@ -195,9 +195,10 @@ def carve_clefts(
         c[cut] = 0
         compartments[sl][cut] = 0
         shell = ndi.binary_dilation(cut, iterations=1) & ~cut
-        pre_side = shell & (c == s.pre) & (along < 0)
-        post_side = shell & (c == s.post) & (along > 0)
-        if not pre_side.any() or not post_side.any():
+        pre_side = shell & (c == s.pre)
+        post_side = shell & (c == s.post)
+        if (not pre_side.any() or not post_side.any()
+                or np.broadcast_to(along, c.shape)[pre_side].mean() >= np.broadcast_to(along, c.shape)[post_side].mean()):
             c[cut] = old_c
             compartments[sl][cut] = old_k
             continue
