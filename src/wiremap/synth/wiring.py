@@ -197,8 +197,9 @@ def carve_clefts(
         shell = ndi.binary_dilation(cut, iterations=1) & ~cut
         pre_side = shell & (c == s.pre)
         post_side = shell & (c == s.post)
+        along_full = np.broadcast_to(along, c.shape)
         if (not pre_side.any() or not post_side.any()
-                or np.broadcast_to(along, c.shape)[pre_side].mean() >= np.broadcast_to(along, c.shape)[post_side].mean()):
+                or along_full[pre_side].mean() >= along_full[post_side].mean()):
             c[cut] = old_c
             compartments[sl][cut] = old_k
             continue
