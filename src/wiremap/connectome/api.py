@@ -24,15 +24,14 @@ types, huge ids, SQL fragments in names) answers 4xx with a message.
 from __future__ import annotations
 
 import hmac
-import math
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from wiremap.connectome.criteria import NeuronCriteria
@@ -64,19 +63,20 @@ class PropertyValue(BaseModel):
     value: bool | int | float | str
 
 
-def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-safe dicts (NaN -> null, numpy scalars -> Python)."""
-    out = []
-    for row in df.to_dict(orient="records"):
-        clean = {}
-        for k, v in row.items():
-            if isinstance(v, np.generic):
-                v = v.item()
-            if isinstance(v, float) and not math.isfinite(v):
-                v = None
-            clean[str(k)] = v
-        out.append(clean)
-    return out
+def rows_json(df: pd.DataFrame) -> str:
+    """Rows as a JSON array of objects, by pandas' C writer (NaN -> null, numpy -> JSON)."""
+    return df.to_json(orient="records", double_precision=15) if len(df) else "[]"
+
+
+def respond(data: pd.DataFrame, *, single: bool = False, **extra: Any) -> Response:
+    """``{"data": [rows], **extra}`` (or the first row alone if ``single``) as a JSON response."""
+    if single:
+        body = rows_json(data.iloc[:1])[1:-1]
+    else:
+        body = (
+            '{"data":' + rows_json(data) + "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in extra.items()) + "}"
+        )
+    return Response(body, media_type="application/json")
 
 
 def create_app(
@@ -98,19 +98,14 @@ def create_app(
     app.state.client = client
 
     @app.exception_handler(WiremapError)
-    async def _user_error(request: Request, exc: WiremapError) -> JSONResponse:
+    async def _user_error(request: Request, exc: WiremapError) -> Response:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
-    def page(fetch: Any, limit: int | None, offset: int, **kwargs: Any) -> dict[str, Any]:
+    def page(fetch: Any, limit: int | None, offset: int, **kwargs: Any) -> Response:
         limit = _check_limit(limit)
         df = fetch(limit=limit + 1, offset=offset, client=client, **kwargs)
         more = len(df) > limit
-        return {
-            "data": records(df.iloc[:limit]),
-            "limit": limit,
-            "offset": offset,
-            "next_offset": offset + limit if more else None,
-        }
+        return respond(df.iloc[:limit], limit=limit, offset=offset, next_offset=offset + limit if more else None)
 
     def criteria(**kwargs: Any) -> NeuronCriteria | None:
         given = {k: v for k, v in kwargs.items() if v not in (None, [], False)}
@@ -131,22 +126,24 @@ def create_app(
             raise HTTPException(401, "missing or wrong token (send 'Authorization: Bearer <token>')")
 
     @app.get("/api/v1/info")
-    def info() -> dict[str, Any]:
+    def info() -> Response:
         counts = {
             t: int(client.sql(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in ("neurons", "synapses", "edges")
         }
-        return {
-            "version": client.version,
-            "workspace": client.ws.url,
-            "read_only": client.read_only,
-            "counts": counts,
-            "properties": client.properties,
-            "max_limit": max_limit,
-        }
+        return JSONResponse(
+            {
+                "version": client.version,
+                "workspace": client.ws.url,
+                "read_only": client.read_only,
+                "counts": counts,
+                "properties": client.properties,
+                "max_limit": max_limit,
+            }
+        )
 
     @app.get("/api/v1/versions")
-    def versions() -> dict[str, Any]:
-        return {"data": records(fetch_versions(client=client))}
+    def versions() -> Response:
+        return respond(fetch_versions(client=client))
 
     @app.get("/api/v1/neurons")
     def neurons(
@@ -159,7 +156,7 @@ def create_app(
         min_post: Annotated[int | None, Query(ge=0, le=2**62)] = None,
         limit: Limit = None,
         offset: Offset = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         _check_ids(bodyId)
         crit = criteria(
             bodyId=bodyId,
@@ -173,25 +170,21 @@ def create_app(
         return page(fetch_neurons, limit, offset, criteria=crit)
 
     @app.get("/api/v1/neurons/{body_id}")
-    def neuron(body_id: Id) -> dict[str, Any]:
+    def neuron(body_id: Id) -> Response:
         df = fetch_neurons(body_id, client=client)
         if df.empty:
             raise HTTPException(404, f"no neuron {body_id} in version {client.version}")
-        return records(df)[0]
+        return respond(df, single=True)
 
     @app.get("/api/v1/neurons/{body_id}/upstream")
-    def upstream(
-        body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1, limit: Limit = None
-    ) -> dict[str, Any]:
+    def upstream(body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1, limit: Limit = None) -> Response:
         limit = _check_limit(limit)
-        return {"data": records(fetch_upstream(body_id, min_weight=min_weight, limit=limit, client=client))}
+        return respond(fetch_upstream(body_id, min_weight=min_weight, limit=limit, client=client))
 
     @app.get("/api/v1/neurons/{body_id}/downstream")
-    def downstream(
-        body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1, limit: Limit = None
-    ) -> dict[str, Any]:
+    def downstream(body_id: Id, min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1, limit: Limit = None) -> Response:
         limit = _check_limit(limit)
-        return {"data": records(fetch_downstream(body_id, min_weight=min_weight, limit=limit, client=client))}
+        return respond(fetch_downstream(body_id, min_weight=min_weight, limit=limit, client=client))
 
     @app.get("/api/v1/synapses")
     def synapses(
@@ -204,7 +197,7 @@ def create_app(
         min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
         limit: Limit = None,
         offset: Offset = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         _check_ids(pre)
         _check_ids(post)
         return page(
@@ -227,7 +220,7 @@ def create_app(
         min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
         limit: Limit = None,
         offset: Offset = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         _check_ids(sources)
         _check_ids(targets)
         return page(
@@ -244,18 +237,18 @@ def create_app(
         source: Annotated[int, Query(ge=1, le=MAX_ID)],
         target: Annotated[int, Query(ge=1, le=MAX_ID)],
         min_weight: Annotated[int, Query(ge=1, le=2**62)] = 1,
-    ) -> dict[str, Any]:
+    ) -> Response:
         df = fetch_shortest_path(source, target, min_weight=min_weight, client=client)
-        return {"data": records(df), "found": not df.empty}
+        return respond(df, found=not df.empty)
 
     @app.put("/api/v1/neurons/{body_id}/properties/{key}", dependencies=[Depends(require_token)])
     def put_property(
         body_id: Id,
         key: Annotated[str, Path(pattern="^[a-z][a-z0-9_]{0,39}$", description="property name")],
         body: PropertyValue,
-    ) -> dict[str, Any]:
+    ) -> Response:
         set_property(body_id, key, body.value, client=client)
-        return records(fetch_neurons(body_id, client=client))[0]
+        return respond(fetch_neurons(body_id, client=client), single=True)
 
     return app
 
