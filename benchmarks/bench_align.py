@@ -177,12 +177,138 @@ def bench_memory(quick: bool) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+_FEABAS_CHILD = r"""
+import json, sys, time
+import numpy as np
+from feabas.stitcher import Stitcher
+from feabas import constant as const
+job = json.load(open(sys.argv[1]))
+wall = cpu = 0.0
+errs = []
+for sec in job["sections"]:
+    d = np.load(sec["npz"])
+    nom, shapes = d["nom"], d["shapes"]
+    bb = np.stack([nom[:, 1], nom[:, 0], nom[:, 1] + shapes[:, 1], nom[:, 0] + shapes[:, 0]], 1)
+    w0, c0 = time.perf_counter(), time.process_time()
+    st = Stitcher(sec["paths"], bb)
+    st.dispatch_matchers(num_workers=1, min_overlap_width=6)
+    st.initialize_meshes(mesh_sizes=[75, 150, 300])
+    st.optimize_translation(target_gear=const.MESH_GEAR_FIXED)
+    st.optimize_elastic(target_gear=const.MESH_GEAR_MOVING)
+    st.normalize_coordinates()
+    wall += time.perf_counter() - w0
+    cpu += time.process_time() - c0
+    def to_sec(t, q):  # tile pixel (y, x) -> stitched (y, x); FEABAS works in (x, y)
+        m = st.meshes[t]
+        tid, b = m.cart2bary(q[:, ::-1].copy(), const.MESH_GEAR_INITIAL)
+        return m.bary2cart(tid, b, const.MESH_GEAR_MOVING, offsetting=True)[:, ::-1]
+    a, b, qa, qb = d["a"], d["b"], d["qa"], d["qb"]
+    sa, sb = np.zeros((len(a), 2)), np.zeros((len(a), 2))
+    for t in range(len(sec["paths"])):
+        if (a == t).any():
+            sa[a == t] = to_sec(t, qa[a == t])
+        if (b == t).any():
+            sb[b == t] = to_sec(t, qb[b == t])
+    errs.append(np.linalg.norm(sa - sb, axis=1))
+e = np.concatenate(errs)
+print(json.dumps({"wall_s": wall, "cpu_s": cpu, "seam_residual_mean_px": float(np.nanmean(e)),
+                  "seam_residual_p95_px": float(np.nanpercentile(e, 95))}))
+"""
+
+
+def bench_feabas(quick: bool) -> dict:
+    """Side by side with FEABAS's ``Stitcher`` (default settings) on the same tiles.
+
+    FEABAS's dependencies clash with ours, so it runs in its own interpreter, named by
+    the environment variable ``WIREMAP_FEABAS_PYTHON`` (a venv with ``pip install
+    feabas``); its working directory gets the ``configs/general_configs.yaml`` it needs.
+    """
+    import os
+    import tempfile
+
+    from PIL import Image
+
+    from wiremap.synth.acquisition import (
+        AcquisitionConfig,
+        section_to_tile,
+        simulate_acquisition,
+        true_tile_to_section,
+    )
+
+    exe = os.environ.get("WIREMAP_FEABAS_PYTHON")
+    if not exe:
+        return {"skipped": "set WIREMAP_FEABAS_PYTHON to a Python with feabas installed"}
+    n = 768 if quick else 1536
+    base = _texture(n)
+    vol = np.stack([base, base[::-1], base[:, ::-1], base.T])
+    acq = simulate_acquisition(vol, (50, 4, 4), AcquisitionConfig(
+        beams=19, regime_change_at=None, rescan_fraction=0.0), seed=1)
+    gt, man = acq.groundtruth, acq.manifest
+    vig = estimate_vignetting(acq.tiles)
+    tmp = Path(tempfile.mkdtemp(prefix="wiremap-feabas-"))
+    (tmp / "configs").mkdir()
+    (tmp / "configs" / "general_configs.yaml").write_text(
+        "parallel_framework: process\ncpu_budget: 2\nfull_resolution: 4\n")
+    job, ours_wall, ours_cpu, ours_err = {"sections": []}, 0.0, 0.0, []
+    for sec in range(vol.shape[0]):
+        idx = np.nonzero(man["section"].to_numpy() == sec)[0]
+        tiles = [acq.tiles[i] for i in idx]
+        nom = man.loc[idx, ["y", "x"]].to_numpy()
+        shapes = [t.shape for t in tiles]
+        paths = []
+        for k, t in enumerate(tiles):
+            p = tmp / f"s{sec}_t{k:03d}.png"
+            Image.fromarray(t).save(p)
+            paths.append(str(p))
+        qa_l, qb_l, a_l, b_l = [], [], [], []
+        for a, b in neighbour_pairs(nom, shapes, 6):
+            h, w = shapes[a]
+            yy, xx = np.mgrid[0:h:3, 0:w:3]
+            q = np.stack([yy.ravel(), xx.ravel()], 1).astype(float)
+            qb = section_to_tile(gt, sec, int(idx[b]), true_tile_to_section(gt, sec, int(idx[a]), q))
+            hb, wb = shapes[b]
+            ins = (qb[:, 0] >= 0) & (qb[:, 0] <= hb - 1) & (qb[:, 1] >= 0) & (qb[:, 1] <= wb - 1)
+            qa_l.append(q[ins])
+            qb_l.append(qb[ins])
+            a_l += [a] * int(ins.sum())
+            b_l += [b] * int(ins.sum())
+        qa, qb, av, bv = np.concatenate(qa_l), np.concatenate(qb_l), np.array(a_l), np.array(b_l)
+        np.savez(tmp / f"s{sec}.npz", nom=nom, shapes=np.array(shapes), a=av, b=bv, qa=qa, qb=qb)
+        job["sections"].append({"npz": str(tmp / f"s{sec}.npz"), "paths": paths})
+        (model, _r), w1, c1 = _timed(lambda: montage(tiles, nom, vignetting=vig))  # noqa: B023
+        ours_wall += w1
+        ours_cpu += c1
+        sa, sb = np.zeros_like(qa), np.zeros_like(qb)
+        for t in np.unique(av):
+            sa[av == t] = model.tile_to_section(int(t), qa[av == t])
+        for t in np.unique(bv):
+            sb[bv == t] = model.tile_to_section(int(t), qb[bv == t])
+        ours_err.append(np.linalg.norm(sa - sb, axis=1))
+    (tmp / "job.json").write_text(json.dumps(job))
+    res = subprocess.run([exe, "-c", _FEABAS_CHILD, str(tmp / "job.json")], cwd=tmp,
+                         capture_output=True, text=True, timeout=3600, check=False)
+    if res.returncode != 0:
+        return {"error": res.stderr[-2000:]}
+    fe = json.loads(res.stdout.strip().splitlines()[-1])
+    e = np.concatenate(ours_err)
+    ours = {"wall_s": ours_wall, "cpu_s": ours_cpu, "seam_residual_mean_px": float(e.mean()),
+            "seam_residual_p95_px": float(np.percentile(e, 95))}
+    return {"what": "match + solve of the same simulated tiles (no rendering)",
+            "feabas": fe, "wiremap": ours,
+            "ratios_wiremap_over_feabas": {
+                "wall": ours["wall_s"] / fe["wall_s"],
+                "seam_mean": ours["seam_residual_mean_px"] / fe["seam_residual_mean_px"],
+                "seam_p95": ours["seam_residual_p95_px"] / fe["seam_residual_p95_px"]}}
+
+
 def run(quick: bool) -> dict:
     base = baseline_rate(1024 if quick else 2048)
     stitch = bench_stitch(quick)
     align = bench_align(quick)
     memory = bench_memory(quick)
+    feabas = bench_feabas(quick)
     return {
+        "feabas_comparison": feabas,
         "baseline_remap_mpx_per_s_cpu": base,
         "stitch": stitch,
         "align": align,

@@ -27,8 +27,9 @@ tile from the statistics of matched overlap patches; seams are feathered.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -99,6 +100,8 @@ class MontageModel:
     def section_to_tile(self, t: int, p: np.ndarray, iterations: int = 4) -> np.ndarray:
         """Inverse of ``tile_to_section`` by fixed-point iteration (meshes are smooth, small)."""
         m = self.meshes[t]
+        if m is None:
+            raise InputError(f"tile {t} was not placed (no usable overlap)")
         p = np.asarray(p, np.float64)
         q = p - self.nominal[t]
         for _ in range(iterations):
@@ -400,10 +403,10 @@ def solve_intensity(matches: Sequence[PairMatches], n: int,
                         np.r_[rows_a, rows_b, np.arange(k)])), shape=(e + 1, k))
     logg = spla.lsqr(d, np.r_[lg, 0.0])[0]
     g = np.exp(logg)
-    mu = np.asarray(mu)
+    mus = np.asarray(mu)
     # offsets o' = o / g:  o'_a - o'_b = mu_a / g_a - mu_b / g_b, sum o' = 0
     ga, gb = g[rows_a], g[rows_b]
-    op = spla.lsqr(d, np.r_[mu[:, 0] / ga - mu[:, 1] / gb, 0.0])[0]
+    op = spla.lsqr(d, np.r_[mus[:, 0] / ga - mus[:, 1] / gb, 0.0])[0]
     for i, t in enumerate(placed):
         gain[t] = g[i]
         offset[t] = op[i] * g[i]
@@ -454,6 +457,7 @@ def render_montage_roi(tiles: Any, model: MontageModel, out_offset: tuple[int, i
         ys = np.arange(ry0, ry1, dtype=np.float64)
         xs = np.arange(rx0, rx1, dtype=np.float64)
         mesh = model.meshes[t]
+        assert mesh is not None  # boxes only holds placed tiles
         nom = model.nominal[t]
         # invert p = nom + q + mesh(q): sample the mesh on the grid shifted by its mean
         # (separable, cheap); the error is |grad mesh| * |mesh - mean| ~ 0.01 px
@@ -507,11 +511,11 @@ def montage(tiles: Sequence[np.ndarray], nominal_yx: np.ndarray,
     if nominal.shape != (n, 2):
         raise InputError(f"{n} tiles need (n, 2) nominal positions, got shape {nominal.shape}")
     shapes = []
-    for i, t in enumerate(tiles):
-        a = np.asarray(t)
-        if a.ndim != 2:
-            raise InputError(f"tile {i} is not a 2-D greyscale image (shape {a.shape})")
-        shapes.append((int(a.shape[0]), int(a.shape[1])))
+    for i, tile in enumerate(tiles):
+        arr = np.asarray(tile)
+        if arr.ndim != 2:
+            raise InputError(f"tile {i} is not a 2-D greyscale image (shape {arr.shape})")
+        shapes.append((int(arr.shape[0]), int(arr.shape[1])))
     blank = [i for i, t in enumerate(tiles) if float(np.asarray(t)[::4, ::4].std()) < cfg.min_tile_std]
     vig = estimate_vignetting([t for i, t in enumerate(tiles) if i not in blank]) \
         if vignetting is None else float(vignetting)
@@ -522,9 +526,9 @@ def montage(tiles: Sequence[np.ndarray], nominal_yx: np.ndarray,
 
     def halved(t: int) -> np.ndarray:
         if t not in half:
-            a = np.asarray(tiles[t], np.float32)
-            hh, ww = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
-            half[t] = a[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
+            img = np.asarray(tiles[t], np.float32)
+            hh, ww = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+            half[t] = img[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2).mean(axis=(1, 3))
         return half[t]
 
     for a, b in pairs:

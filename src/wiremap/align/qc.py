@@ -15,8 +15,9 @@ Pure functions over results and arrays; the stage wrapper decides where files go
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

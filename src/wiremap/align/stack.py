@@ -22,11 +22,13 @@ are cut out of matching and out of the mesh.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field as PydField
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydField
 
 from wiremap.align import normalize
 from wiremap.align.field import Field, triangle_jacobians
@@ -102,7 +104,7 @@ class PairResult:
     match_residual_px: float  # mean |relaxed - measured| at valid nodes (last round)
     match_residual_p95_px: float  # its 95th percentile
     n_nodes: int = 0  # nodes of the fine grid
-    extras: dict = field(default_factory=dict)
+    extras: dict = dc_field(default_factory=dict)
 
 
 def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
@@ -116,7 +118,7 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
     if cfg.normalize:
         fixed = normalize.normalize_section(fixed)
         moving = normalize.normalize_section(moving)
-    shape = tuple(int(n) for n in fixed.shape[-2:])
+    shape = (int(fixed.shape[-2]), int(fixed.shape[-1]))
     a = coarse_affine(fixed, moving, cfg, fixed_mask, moving_mask)
     fixed_pieces, moving_pieces = _pieces(fixed_mask), _pieces(moving_mask)
     cur = Field.from_affine(a, shape, cfg.fine.stride)
@@ -175,7 +177,7 @@ class SectionAlignment:
     residual_p95_px: float = float("nan")
     fold_fraction: float = 0.0  # share of the section masked as fold/crack
     min_jacobian: float = float("nan")
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = dc_field(default_factory=list)
 
 
 def section_masks(img: Any, cfg: AlignConfig) -> tuple[np.ndarray | None, float]:
@@ -222,7 +224,7 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
         mask, frac = section_masks(img, cfg)
         flags = ["fold/crack masked"] if frac > 0 else []
         if prev is None:
-            shape = tuple(int(n) for n in img.shape[-2:])
+            shape = (int(img.shape[-2]), int(img.shape[-1]))
             ident = Field.zeros(shape, cfg.refine.stride if cfg.fine_iterations > 1
                                 else cfg.fine.stride)
             out.append(SectionAlignment(z, "reference", ident, None, fold_fraction=frac,

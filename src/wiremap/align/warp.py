@@ -36,7 +36,7 @@ def render_roi(source: Any, field: Field, out_offset: tuple[int, int],
                out_shape: tuple[int, int], *, order: int = 1,
                cval: float = 0.0) -> np.ndarray:
     """Pixels ``out_offset + [0, out_shape)`` of ``source`` warped by ``field`` (float32)."""
-    src_shape = tuple(int(n) for n in source.shape[-2:])
+    src_shape = (int(source.shape[-2]), int(source.shape[-1]))
     d = field.dense(out_shape, out_offset)
     win = source_window(field, out_offset, out_shape, src_shape, dense=d)
     if win is None:
