@@ -174,7 +174,7 @@ async def _load(base: str, clients: int, seconds: float, ids: np.ndarray, types:
                 errors += 1
             latencies.append((time.perf_counter() - t) * 1000)
 
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as http:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(k, http) for k in range(clients)))
         wall = time.perf_counter() - t0
@@ -196,7 +196,7 @@ def _http_load(ws_dir: str, sizes: dict[str, Any], ids: np.ndarray, types: list[
     try:
         for _ in range(600):
             try:
-                if httpx.get(base + "/api/v1/info", timeout=2).status_code == 200:
+                if httpx.get(base + "/api/v1/info", timeout=2, trust_env=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)

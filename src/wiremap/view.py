@@ -489,7 +489,7 @@ def screenshot(
     driver = subprocess.Popen([chromedriver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(timeout=120) as http:
+        with httpx.Client(timeout=120, trust_env=False) as http:  # no proxy for 127.0.0.1
             for _ in range(200):
                 try:
                     http.get(f"{base}/status")
@@ -510,6 +510,7 @@ def screenshot(
                     "--disable-component-update",
                     "--disable-sync",
                     "--disable-dev-shm-usage",
+                    "--no-proxy-server",
                     f"--user-data-dir={profile}",
                     f"--window-size={size[0]},{size[1]}",
                 ]
