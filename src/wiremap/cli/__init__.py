@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "wiremap.cli.segment_cmds",
     "wiremap.cli.evaluate_cmds",
     "wiremap.cli.connectome_cmds",
+    "wiremap.cli.morphology_cmds",
+    "wiremap.cli.synapses_cmds",
 )
 
 app = typer.Typer(

@@ -1,0 +1,225 @@
+"""Train the shipped segmentation networks (``src/wiremap/models/segment_*.pt``).
+
+    .venv/bin/python scripts/train_segment.py --variant isotropic --iterations 1500
+    .venv/bin/python scripts/train_segment.py --variant anisotropic --iterations 1500
+
+Data (all real, from ``../shared/data``; see its README), plus synthetic
+tissue (``wiremap.synth``) when ``--synthetic N`` asks for N training volumes:
+
+  isotropic    gala_fibsem.npz train volume (dense labels; its test volume is
+               never read here), synthetic ``fibsem`` tissue
+  anisotropic  isbi2012_membrane.npz and vnc_sstem_train.npz (membranes ->
+               per-section instances: in-plane affinities, plus weak z-affinities,
+               see ``targets.section_z_affinity``), synthetic ``sstem`` tissue
+
+Augmentation: flips and axis swaps, gamma, contrast, brightness, noise, blur,
+and (anisotropic) blank or low-contrast sections.  Loss: class-balanced
+binary cross-entropy on all affinity channels (long-range ones are an
+auxiliary target), ignoring a margin at the patch border.  Seeded: the same
+command gives the same weights on the same machine (CPU, one thread).
+Checkpoints go to ``--out`` every 250 iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from wiremap.segment.infer import intensity_percentiles, normalize_image, save_model
+from wiremap.segment.network import NetworkConfig, UNet3D, flops_per_voxel
+from wiremap.segment.targets import affinities_from_labels, labels_from_membranes, section_z_affinity
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PATCH = {"isotropic": (48, 48, 48), "anisotropic": (10, 112, 112)}
+MARGIN = {"isotropic": (6, 6, 6), "anisotropic": (1, 8, 8)}
+
+
+def load_sources(variant: str, data: Path, synthetic: int) -> list[dict]:
+    """Training volumes: image (float32, normalised), labels, and how to make targets."""
+    out: list[dict] = []
+    if variant == "isotropic":
+        d = np.load(data / "gala_fibsem.npz")
+        out.append({"name": "gala_train", "image": d["train_image"], "labels": d["train_labels"].astype(np.uint64),
+                    "kind": "labels", "weight": 1.0})
+    else:
+        d = np.load(data / "isbi2012_membrane.npz")
+        out.append({"name": "isbi2012", "image": d["image"], "membrane": d["membrane"], "kind": "membrane", "weight": 1.0})
+        d = np.load(data / "vnc_sstem_train.npz")
+        out.append({"name": "vnc_sstem", "image": d["raw"], "membrane": d["membranes"], "kind": "membrane", "weight": 1.0})
+    n_real = len(out)
+    for seed in range(synthetic):
+        out.append(synthetic_source(variant, 1000 + seed))
+        out[-1]["weight"] = n_real / synthetic  # synthetic as a whole weighs as much as the real data
+    for s in out:
+        lo, hi = intensity_percentiles(s["image"][:, ::4, ::4])
+        s["image"] = normalize_image(s["image"], lo, hi)
+        if s["kind"] == "membrane":
+            s["labels"] = labels_from_membranes(s["membrane"])
+    return out
+
+
+def synthetic_source(variant: str, seed: int) -> dict:
+    """One synthetic volume (tissue + rendered EM) for training; seeds >= 1000 never used for tests."""
+    from wiremap.synth.render import RenderConfig, render_em
+    from wiremap.synth.tissue import TissueConfig, generate_tissue
+
+    if variant == "isotropic":
+        shape, res, preset = (64, 160, 160), (8.0, 8.0, 8.0), "fibsem"
+    else:
+        shape, res, preset = (24, 384, 384), (30.0, 4.0, 4.0), "sstem"
+    tissue = generate_tissue(TissueConfig(shape_zyx=shape, resolution_nm=res, seed=seed))
+    image = render_em(tissue, RenderConfig.preset(preset), seed)
+    return {"name": f"synth_{preset}_{seed}", "image": image, "labels": np.asarray(tissue.cells, np.uint64),
+            "kind": "labels", "weight": 1.0}
+
+
+def augment(image: np.ndarray, labels: np.ndarray, extra: np.ndarray | None, variant: str, rng: np.random.Generator):
+    """Geometric (shared by all arrays) then intensity augmentation of one crop."""
+    arrays = [image, labels] + ([extra] if extra is not None else [])
+    axes = (0, 1, 2) if variant == "isotropic" else (1, 2)
+    for ax in axes:
+        if rng.random() < 0.5:
+            arrays = [np.flip(a, ax) for a in arrays]
+    if variant == "isotropic":
+        perm = (0, *rng.permutation([1, 2])) if rng.random() < 0.5 else tuple(rng.permutation(3))
+    else:
+        perm = (0, 2, 1) if rng.random() < 0.5 else (0, 1, 2)
+    arrays = [np.ascontiguousarray(a.transpose(perm)) for a in arrays]
+    img = arrays[0]
+    # intensity: in [0, 1] space, gamma then contrast/brightness, blur, noise
+    x = np.clip(img + 0.5, 0, 1)
+    x = x ** np.exp(rng.uniform(-0.5, 0.5))
+    x = (x - 0.5) * rng.uniform(0.6, 1.4) + rng.uniform(-0.15, 0.15)
+    if rng.random() < 0.3:
+        s = rng.uniform(0.3, 1.2)
+        x = ndimage.gaussian_filter(x, (s if variant == "isotropic" else 0, s, s))
+    x = x + rng.normal(0, rng.uniform(0, 0.08), x.shape)
+    if variant == "anisotropic":
+        for z in range(x.shape[0]):
+            u = rng.random()
+            if u < 0.04:
+                x[z] = rng.uniform(-0.3, 0.3)  # missing section
+            elif u < 0.15:
+                x[z] = x[z] * rng.uniform(0.5, 1.5) + rng.uniform(-0.2, 0.2)  # section contrast jitter
+    return x.astype(np.float32), arrays[1], (arrays[2] if extra is not None else None)
+
+
+def sample(sources: list[dict], config: NetworkConfig, rng: np.random.Generator):
+    """One training example: input (1, z, y, x), targets and masks (n, z, y, x)."""
+    weights = np.array([s["weight"] for s in sources])
+    src = sources[rng.choice(len(sources), p=weights / weights.sum())]
+    patch = PATCH[config.variant]
+    shape = src["image"].shape
+    start = [int(rng.integers(0, max(s - p, 0) + 1)) for s, p in zip(shape, patch, strict=True)]
+    sl = tuple(slice(a, a + p) for a, p in zip(start, patch, strict=True))
+    image, labels = src["image"][sl], src["labels"][sl]
+    membrane = src["membrane"][sl] if src["kind"] == "membrane" else None
+    image, labels, membrane = augment(image, labels, membrane, config.variant, rng)
+    pad = [(0, p - s) for s, p in zip(image.shape, patch, strict=True)]
+    if any(b for _, b in pad):  # a volume smaller than the patch (vnc: 10 sections)
+        image = np.pad(image, pad)
+        labels = np.pad(labels, pad)
+        membrane = np.pad(membrane, pad) if membrane is not None else None
+        known = np.pad(np.ones(image.shape, bool)[tuple(slice(0, s) for s in shape)], pad)
+    else:
+        known = None
+    if src["kind"] == "membrane":
+        planar = [o if o[0] == 0 else (0, 0, 0) for o in config.offsets]
+        aff, mask = affinities_from_labels(labels, planar, known)
+        for c, o in enumerate(config.offsets):
+            if o[0] != 0:
+                mask[c] = 0
+        zaff, zmask = section_z_affinity(membrane, config.offsets)
+        aff = np.where(zmask > 0, zaff, aff)
+        mask = np.maximum(mask, zmask) if known is None else np.maximum(mask, zmask * known)
+    else:
+        aff, mask = affinities_from_labels(labels, config.offsets, known)
+    m = MARGIN[config.variant]
+    border = np.zeros(image.shape, np.float32)
+    border[tuple(slice(a, s - a) for a, s in zip(m, image.shape, strict=True))] = 1
+    return image[None], aff, mask * border
+
+
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE with positives and negatives of each channel weighted equally (boundaries are rare)."""
+    dims = (0, 2, 3, 4)
+    pos = (target * mask).sum(dims, keepdim=True)
+    neg = ((1 - target) * mask).sum(dims, keepdim=True)
+    total = pos + neg + 1e-6
+    w_pos = (0.5 * total / (pos + 1)).clamp(max=20)
+    w_neg = (0.5 * total / (neg + 1)).clamp(max=20)
+    weight = mask * torch.where(target > 0.5, w_pos, w_neg)
+    loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    return loss / mask.sum().clamp(min=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=("isotropic", "anisotropic"), required=True)
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--fmaps", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synthetic", type=int, default=0, help="synthetic training volumes to add")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    parser.add_argument("--out", type=Path, default=Path("train_segment_out"))
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    config = NetworkConfig(variant=args.variant, fmaps=args.fmaps)
+    network = UNet3D(config)
+    if args.init is not None:
+        from wiremap.segment.infer import load_model
+
+        network.load_state_dict(load_model(str(args.init)).network.state_dict())
+    sources = load_sources(args.variant, args.data, args.synthetic)
+    optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    history = []
+    for it in range(1, args.iterations + 1):
+        batch = [sample(sources, config, rng) for _ in range(args.batch)]
+        x, y, m = (torch.from_numpy(np.stack(b)) for b in zip(*batch, strict=True))
+        loss = balanced_bce(network(x), y, m)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(float(loss.detach()))
+        if it % 50 == 0:
+            print(f"it {it} loss {np.mean(history[-50:]):.4f} {time.time() - started:.0f}s", flush=True)
+        if it % 250 == 0 or it == args.iterations:
+            meta = {
+                "variant": args.variant,
+                "resolution_nm": [8.0, 8.0, 8.0] if args.variant == "isotropic" else [40.0, 4.0, 4.0],
+                "iterations": it,
+                "seed": args.seed,
+                "batch": args.batch,
+                "lr": args.lr,
+                "patch_zyx": list(PATCH[args.variant]),
+                "sources": [s["name"] for s in sources],
+                "final_loss": float(np.mean(history[-50:])),
+                "train_seconds": round(time.time() - started, 1),
+                "flops_per_voxel": flops_per_voxel(network),
+                "parameters": sum(p.numel() for p in network.parameters()),
+            }
+            save_model(args.out / f"segment_{args.variant}.pt", network, meta)
+            (args.out / f"segment_{args.variant}.json").write_text(json.dumps(meta, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""``wiremap segment``: neurons from an aligned image (affinities, supervoxels, segmentation)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wiremap.cli.options import parse_shape
+from wiremap.workspace import Workspace
+
+console = Console()
+
+
+def segment(
+    workspace: Annotated[str, typer.Argument(help="Directory or URL of the workspace.")],
+    input: Annotated[str, typer.Option("--input", help="Image layer to segment.")] = "aligned",
+    model: Annotated[str | None, typer.Option(help="Weight file (default: the shipped model for the resolution).")] = None,
+    block_shape: Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels.")] = None,
+    roi: Annotated[str | None, typer.Option(help="Only this region, z0:z1,y0:y1,x0:x1.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Mean-affinity merge threshold (default: the model's).")] = None,
+    min_size: Annotated[int, typer.Option(help="Merge segments smaller than this many voxels.")] = 64,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    executor: Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Recompute from scratch, replacing existing outputs.")] = False,
+) -> None:
+    """Segment neurons: a 3D U-Net's affinities, watershed supervoxels, mutex agglomeration."""
+    from wiremap.segment.stage import SegmentConfig, run_segment
+
+    ws = Workspace.open(workspace)
+    config = SegmentConfig(
+        input=input,
+        model=model,
+        block_shape=parse_shape(block_shape, "--block-shape") if block_shape else None,
+        roi=roi,
+        threshold=threshold,
+        min_size=min_size,
+        device=device,
+    )
+    execution = ws.config.execution
+    report = run_segment(
+        ws,
+        config,
+        executor=executor or execution.executor,
+        workers=workers or execution.workers,
+        scheduler=scheduler or execution.scheduler,
+        overwrite=overwrite,
+    )
+    z, y, x = report.shape_zyx
+    console.print(
+        f"segmented {z}×{y}×{x} voxels: {report.n_supervoxels} supervoxels -> {report.n_segments} segments "
+        f"(layers affinities, supervoxels, segmentation; table segment_supervoxels)"
+    )
+    console.print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(segment)

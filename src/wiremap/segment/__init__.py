@@ -1,0 +1,1 @@
+"""Neuron segmentation: a small 3D U-Net for affinities, watershed supervoxels, mutex agglomeration."""

@@ -1,0 +1,102 @@
+"""``wiremap segment`` end to end on a real FIB-SEM crop: accuracy, block-size independence, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wiremap.cli import main as cli_main
+from wiremap.errors import InputError, LayerNotFoundError, WiremapError
+from wiremap.evaluation.segmentation import adapted_rand_error, variation_of_information
+from wiremap.roi import Roi
+from wiremap.segment import agglomerate as agg
+from wiremap.segment.stage import SegmentConfig, read_affinities, run_segment
+from wiremap.volume import Layer, write_volume
+from wiremap.workspace import Workspace
+
+VOI_MAX = 1.3
+ARAND_MAX = 0.3
+BLOCK_VOI_TOLERANCE = 0.9
+CROP = Path(__file__).parent / "data" / "gala_fibsem_test_crop.npz"
+
+
+@pytest.fixture(scope="module")
+def crop():
+    d = np.load(CROP)
+    return d["image"], d["labels"].astype(np.uint64)
+
+
+def make_ws(path: Path, image: np.ndarray, resolution=(10.0, 10.0, 10.0)) -> Workspace:
+    ws = Workspace.create(str(path))
+    write_volume(ws, "aligned", image, resolution_nm=resolution)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory, crop):
+    ws = make_ws(tmp_path_factory.mktemp("seg") / "ws", crop[0])
+    report = run_segment(ws, SegmentConfig(block_shape=(12, 32, 48)), executor="serial", progress=False)
+    return ws, report
+
+
+def test_accuracy_on_unseen_real_fibsem(segmented, crop):
+    ws, report = segmented
+    seg = Layer(ws, "segmentation").read()
+    voi = variation_of_information(seg, crop[1])
+    arand = adapted_rand_error(seg, crop[1])
+    assert voi.total < VOI_MAX and arand.error < ARAND_MAX, (voi, arand)
+    assert report.n_segments < report.n_supervoxels
+
+
+def test_table_maps_supervoxels_to_segmentation(segmented):
+    ws, report = segmented
+    table = ws.read_table("segment_supervoxels")
+    svs = Layer(ws, "supervoxels").read()
+    assert set(np.unique(svs)) == set(table["supervoxel_id"])
+    assert (agg.relabel(svs, table) == Layer(ws, "segmentation").read()).all()
+    assert table["size"].sum() == svs.size
+    assert ws.provenance("segment")["inputs"] == ["aligned"]
+
+
+def test_block_size_changes_little(segmented, tmp_path, crop):
+    ws_a, _ = segmented
+    ws_b = make_ws(tmp_path / "ws", crop[0])
+    run_segment(ws_b, SegmentConfig(block_shape=(24, 64, 96)), executor="serial", progress=False)
+    roi = Roi.from_shape(crop[0].shape)
+    aff_a = read_affinities(Layer(ws_a, "affinities"), roi)
+    aff_b = read_affinities(Layer(ws_b, "affinities"), roi)
+    assert np.abs(aff_a - aff_b).max() <= 1.01 / 255  # identical up to one quantisation step
+    seg_a, seg_b = Layer(ws_a, "segmentation").read(), Layer(ws_b, "segmentation").read()
+    between = variation_of_information(seg_a, seg_b, ignore_truth=())
+    assert between.total < BLOCK_VOI_TOLERANCE, between
+
+
+@pytest.mark.slow
+def test_process_pool_matches_serial(segmented, tmp_path, crop):
+    ws_a, _ = segmented
+    ws_b = make_ws(tmp_path / "ws", crop[0])
+    run_segment(ws_b, SegmentConfig(block_shape=(12, 32, 48)), executor="processes", workers=2, progress=False)
+    assert (Layer(ws_a, "segmentation").read() == Layer(ws_b, "segmentation").read()).all()
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, crop):
+    ws = make_ws(tmp_path / "ws", crop[0])
+    write_volume(ws, "labels", crop[1], resolution_nm=(10, 10, 10), kind="segmentation")
+    with pytest.raises(LayerNotFoundError, match="nope"):
+        run_segment(ws, SegmentConfig(input="nope"), executor="serial", progress=False)
+    with pytest.raises(InputError, match="segmentation layer"):
+        run_segment(ws, SegmentConfig(input="labels"), executor="serial", progress=False)
+    with pytest.raises(InputError, match="outside"):
+        run_segment(ws, SegmentConfig(roi="0:8,0:64,0:512"), executor="serial", progress=False)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02not a model")
+    with pytest.raises(WiremapError, match="corrupt"):
+        run_segment(ws, SegmentConfig(model=str(corrupt)), executor="serial", progress=False)
+    thin = make_ws(tmp_path / "thin", crop[0], resolution=(10.0, 40.0, 40.0))
+    with pytest.raises(InputError, match="resolution"):
+        run_segment(thin, SegmentConfig(), executor="serial", progress=False)
+    assert not any(ws.has_layer(n) for n in ("affinities", "supervoxels", "segmentation"))
+    assert cli_main(["segment", str(tmp_path / "ws"), "--input", "nope"]) == 2
+    assert cli_main(["segment", str(tmp_path / "ws"), "--model", str(corrupt)]) == 2
