@@ -1,0 +1,127 @@
+"""``wiremap mesh``, ``skeletonize``, ``compartments`` and ``export-swc``: the shapes and parts of segments."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wiremap.cli.options import parse_shape
+from wiremap.workspace import Workspace
+
+console = Console()
+
+Ws = Annotated[str, typer.Argument(help="Directory or URL of the workspace.")]
+Seg = Annotated[str, typer.Option("--segmentation", help="Segmentation layer.")]
+BlockShape = Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels (full resolution).")]
+Downsample = Annotated[str | None, typer.Option(help="Label downsampling Z,Y,X before meshing/skeletons (default 1,2,2).")]
+Executor = Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")]
+Workers = Annotated[int | None, typer.Option(help="Local worker processes.")]
+Scheduler = Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port.")]
+Overwrite = Annotated[bool, typer.Option(help="Recompute from scratch, replacing existing outputs.")]
+
+
+def _config(segmentation: str, block_shape: str | None, downsample: str | None, image: str = "aligned"):  # noqa: ANN202
+    from wiremap.morphology.stage import MorphologyConfig
+
+    config = MorphologyConfig(segmentation=segmentation, image=image)
+    if block_shape:
+        config = replace(config, block_shape=parse_shape(block_shape, "--block-shape"))
+    if downsample:
+        config = replace(config, downsample=parse_shape(downsample, "--downsample"))
+    return config
+
+
+def _run(fn_name: str, workspace: str, config, executor, workers, scheduler, overwrite):  # noqa: ANN001, ANN202
+    from wiremap.morphology import stage
+
+    ws = Workspace.open(workspace)
+    execution = ws.config.execution
+    return getattr(stage, fn_name)(
+        ws,
+        config,
+        executor=executor or execution.executor,
+        workers=workers or execution.workers,
+        scheduler=scheduler or execution.scheduler,
+        overwrite=overwrite,
+    )
+
+
+def _say(what: str, report) -> None:  # noqa: ANN001
+    rate = report.voxels / max(sum(report.seconds.values()), 1e-9) / 1e6
+    console.print(f"{what} {report.n_segments} segments ({rate:.2f} MVoxel/s)")
+    console.print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+
+
+def mesh(
+    workspace: Ws,
+    segmentation: Seg = "segmentation",
+    block_shape: BlockShape = None,
+    downsample: Downsample = None,
+    executor: Executor = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Multi-resolution meshes of every segment (Neuroglancer precomputed, next to the segmentation)."""
+    report = _run("run_mesh", workspace, _config(segmentation, block_shape, downsample), executor, workers,
+                  scheduler, overwrite)
+    _say("meshed", report)
+
+
+def skeletonize(
+    workspace: Ws,
+    segmentation: Seg = "segmentation",
+    block_shape: BlockShape = None,
+    downsample: Downsample = None,
+    executor: Executor = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Skeletons with radii of every segment (kimimaro; precomputed, next to the segmentation)."""
+    report = _run("run_skeletonize", workspace, _config(segmentation, block_shape, downsample), executor, workers,
+                  scheduler, overwrite)
+    _say("skeletonized", report)
+
+
+def compartments(
+    workspace: Ws,
+    segmentation: Seg = "segmentation",
+    image: Annotated[str, typer.Option(help="Image layer for the myelin mask.")] = "aligned",
+    block_shape: BlockShape = None,
+    executor: Executor = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Myelin mask and soma/axon/dendrite/glia/cilium per skeleton node and voxel (after skeletonize)."""
+    report = _run("run_compartments", workspace, _config(segmentation, block_shape, None, image), executor, workers,
+                  scheduler, overwrite)
+    _say("labelled compartments of", report)
+
+
+def export_swc(
+    workspace: Ws,
+    ids: Annotated[list[int], typer.Argument(help="Segment ids to export.")],
+    segmentation: Seg = "segmentation",
+    out: Annotated[Path, typer.Option("--out", help="Directory for <id>.swc files.")] = Path("."),
+) -> None:
+    """Write the skeletons of segments as SWC files (nm, compartment as SWC type)."""
+    from wiremap.morphology.stage import read_skeleton
+    from wiremap.morphology.swc import write_swc
+
+    ws = Workspace.open(workspace)
+    for segment_id in ids:
+        path = write_swc(out / f"{segment_id}.swc", read_skeleton(ws, segment_id, segmentation), segment_id)
+        console.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(mesh)
+    app.command()(skeletonize)
+    app.command()(compartments)
+    app.command(name="export-swc")(export_swc)
