@@ -493,6 +493,7 @@ class _Grower:
         rmax = float(tr_a.max())
         reach = self.cfg.contact_reach_nm
         st = self.stats
+        self._spine_pass(tp_a, tr_a, tc_a, tcell_a, used)
         for cid in sorted(self.builders):
             b = self.builders[cid]
             ti = self.type_of.get(cid)
@@ -500,19 +501,13 @@ class _Grower:
                 continue
             last = -np.inf
             run = 0.0
-            soma, soma_r = self.infos[cid].soma_nm, self.infos[cid].soma_r
             for i in range(1, len(b.nodes)):
                 p = b.nodes[i]
                 par = b.parents[i]
                 if par >= 0 and not b.virtual[par]:
                     run += float(np.linalg.norm(p - b.nodes[par]))
-                if (b.comps[i] != Compartment.AXON or b.tag[i] != 0 or b.sheath[i] > 0 or b.virtual[i]
-                        or run - last < cfg.bouton_spacing_nm * 0.3):
+                if run - last < cfg.bouton_spacing_nm * 0.3 or not self._axon_ok(b, i):
                     continue
-                if np.any(p < 0) or np.any(p >= self.vol_hi):
-                    continue
-                if soma is not None and np.linalg.norm(p - soma) < soma_r + 1000.0:
-                    continue  # no synapses on the axon initial segment
                 ra = b.radii[i]
                 for j in tree.query_ball_point(p, ra + rmax + reach + seg_max):
                     if used[j] >= cap[j] or tcell_a[j] == cid:
@@ -544,6 +539,78 @@ class _Grower:
                         disc_nm=float(max(disc, 40.0)), post_compartment=POST_COMPARTMENTS[tc_a[j]],
                     ))
                     break
+
+    def _axon_ok(self, b: CellBuilder, i: int) -> bool:
+        """May axon node ``i`` of ``b`` become a bouton (not myelinated, not the initial segment)?"""
+        if b.comps[i] != Compartment.AXON or b.tag[i] != 0 or b.sheath[i] > 0 or b.virtual[i]:
+            return False
+        p = b.nodes[i]
+        if np.any(p < 0) or np.any(p >= self.vol_hi):
+            return False
+        info = self.infos[b.cid]
+        return info.soma_nm is None or float(np.linalg.norm(p - info.soma_nm)) >= info.soma_r + 1000.0
+
+    def _spine_pass(self, tp_a, tr_a, tc_a, tcell_a, used) -> None:
+        """Give spine heads their synapse first: a touching axon, drawn by the pre types' preference.
+
+        Nearly every real spine head carries one excitatory synapse; letting
+        heads pick among the axons that touch them (rather than waiting for an
+        axon to pick them) makes spine synapses as common as they should be.
+        """
+        cfg, rng = self.cfg, self.rng
+        heads = np.flatnonzero((tc_a == 0) & np.all((tp_a >= 0) & (tp_a < self.vol_hi), axis=1))
+        if heads.size == 0 or cfg.spine_synapse_rate <= 0:
+            return
+        ap, ar, acell, anode = [], [], [], []
+        for cid in sorted(self.builders):
+            if cid not in self.type_of:
+                continue
+            b = self.builders[cid]
+            for i in range(len(b.nodes)):
+                if self._axon_ok(b, i):
+                    ap.append(b.nodes[i])
+                    ar.append(b.radii[i])
+                    acell.append(cid)
+                    anode.append(i)
+        if not ap:
+            return
+        ap_a, ar_a, acell_a = np.array(ap), np.array(ar), np.array(acell)
+        tree = cKDTree(ap_a)
+        reach = cfg.contact_reach_nm * 1.5
+        taken = np.zeros(len(ap), bool)
+        rmax = float(ar_a.max())
+        for j in heads:
+            post = int(tcell_a[j])
+            tj = self.type_of[post]
+            cand = np.array(tree.query_ball_point(tp_a[j], tr_a[j] + rmax + reach), dtype=np.int64)
+            if cand.size == 0:
+                continue
+            cand = cand[~taken[cand] & (acell_a[cand] != post)]
+            dist = np.linalg.norm(ap_a[cand] - tp_a[j], axis=1)
+            cand = cand[(dist <= tr_a[j] + ar_a[cand] + reach) & (dist > tr_a[j] + 0.5 * ar_a[cand])]
+            if cand.size == 0:
+                continue
+            w = np.array([self.weights[self.type_of[int(c)], tj, 0] for c in acell_a[cand]])
+            if w.sum() <= 0 or rng.random() >= cfg.spine_synapse_rate * min(1.0, w.max() / (self.weights.max() or 1.0)):
+                continue
+            k = int(cand[rng.choice(cand.size, p=w / w.sum())])
+            cid, i = int(acell_a[k]), anode[k]
+            b = self.builders[cid]
+            v = ap_a[k] - tp_a[j]
+            dist = float(np.linalg.norm(v))
+            u = v / dist
+            b.radii[i] = max(b.radii[i], dist - tr_a[j])
+            b.tag[i] = 2
+            taken[k] = True
+            # neighbours along the same axon stay bare (boutons are spaced)
+            near = tree.query_ball_point(ap_a[k], 0.3 * cfg.bouton_spacing_nm)
+            taken[[m for m in near if acell_a[m] == cid]] = True
+            used[j] += 1
+            self.stats["spine_synapse"] += 1
+            self.seeds.append(SynapseSeed(
+                pre=cid, post=post, centre_nm=tp_a[j] + u * tr_a[j], normal=-u,
+                disc_nm=float(max(0.7 * tr_a[j], 40.0)), post_compartment="spine",
+            ))
 
     # -- mitochondria ----------------------------------------------------
     def place_mitochondria(self) -> list[tuple[np.ndarray, np.ndarray, float, int, int]]:

@@ -82,6 +82,7 @@ class TissueConfig(pydantic.BaseModel):
     site_reserve_nm: float = 0.0  # room kept free for a bouton at each potential synapse site
     bouton_spacing_nm: float = 1500.0  # mean axon length between synaptic boutons
     contact_synapse_rate: float = 0.5  # chance a touch of an axon and a preferred target is a synapse
+    spine_synapse_rate: float = 0.9  # chance a spine head touched by a preferring axon gets its synapse
     contact_reach_nm: float = 80.0  # surfaces this close count as touching (the bouton swells to meet)
     synapse_area_nm2: float = 200000.0  # shaft/soma membrane area per synapse it can receive
     myelinated_axons_per_um3: float = 0.01  # myelinated fibres per volume

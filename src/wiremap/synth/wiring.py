@@ -37,7 +37,7 @@ class CellType(pydantic.BaseModel):
     bouton_radius_nm: tuple[float, float] = (150.0, 260.0)  # range of bouton radii
     axon_share: float = 1.0  # relative number of axon fragments per neuron (local arbour density)
     # preference of this type's axon for each post-synaptic compartment
-    targets: dict[str, float] = {"spine": 1.0, "dendrite": 0.1, "soma": 0.0}
+    targets: dict[str, float] = {"spine": 1.0, "dendrite": 0.05, "soma": 0.0}
 
 
 def default_cell_types() -> dict[str, CellType]:
@@ -47,7 +47,7 @@ def default_cell_types() -> dict[str, CellType]:
         "pyr_b": CellType(ei="E", fraction=0.4, spiny=True, dendrite_radius_nm=(300.0, 650.0)),
         "basket": CellType(
             ei="I", fraction=0.1, axon_share=3.0, dendrite_radius_nm=(200.0, 400.0),
-            bouton_radius_nm=(180.0, 300.0), targets={"spine": 0.0, "dendrite": 0.15, "soma": 1.0},
+            bouton_radius_nm=(180.0, 300.0), targets={"spine": 0.0, "dendrite": 0.05, "soma": 1.0},
         ),
         "martinotti": CellType(
             ei="I", fraction=0.1, axon_share=3.0, dendrite_radius_nm=(200.0, 350.0),
@@ -57,12 +57,19 @@ def default_cell_types() -> dict[str, CellType]:
 
 
 def default_connectivity() -> dict[str, dict[str, float]]:
-    """Type x type preference of pre (row) for post (column)."""
+    """Type x type preference of pre (row) for post (column).
+
+    Each type has its own row *and* column pattern (a full-rank block
+    matrix), so that spectral clustering of the connectome can tell all four
+    apart: pyr_a and pyr_b prefer their own kind and drive different
+    interneurons, basket cells target pyr_a somata, Martinotti cells pyr_b
+    dendrites.
+    """
     return {
-        "pyr_a": {"pyr_a": 1.0, "pyr_b": 0.15, "basket": 0.8, "martinotti": 0.05},
-        "pyr_b": {"pyr_a": 0.15, "pyr_b": 1.0, "basket": 0.05, "martinotti": 0.8},
-        "basket": {"pyr_a": 1.0, "pyr_b": 1.0, "basket": 0.3, "martinotti": 0.0},
-        "martinotti": {"pyr_a": 1.0, "pyr_b": 0.6, "basket": 0.05, "martinotti": 0.0},
+        "pyr_a": {"pyr_a": 1.0, "pyr_b": 0.1, "basket": 1.0, "martinotti": 0.05},
+        "pyr_b": {"pyr_a": 0.1, "pyr_b": 1.0, "basket": 0.05, "martinotti": 1.0},
+        "basket": {"pyr_a": 1.0, "pyr_b": 0.2, "basket": 0.05, "martinotti": 0.0},
+        "martinotti": {"pyr_a": 0.2, "pyr_b": 1.0, "basket": 0.0, "martinotti": 0.05},
     }
 
 
