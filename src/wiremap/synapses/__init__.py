@@ -1,0 +1,1 @@
+"""Synapses: detection, pre/post partners, size and excitatory/inhibitory calls (``wiremap synapses``)."""

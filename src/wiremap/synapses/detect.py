@@ -1,0 +1,86 @@
+"""Candidate synapses from a cleft probability map (pure functions).
+
+Thresholding the cleft channel and taking 3D connected components (26-
+connectivity, so a cleft seen in consecutive sections is one synapse) gives
+one candidate per cleft; components smaller than ``min_volume_nm3`` are
+noise.  Each candidate's position is its probability-weighted centroid in
+voxels ``(z, y, x)``, its ``size`` the voxel count, its ``confidence`` the
+mean cleft probability over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cc3d
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Thresholds of candidate extraction (defaults chosen on training data, see the model card)."""
+
+    threshold: float = 0.5  # cleft probability that counts as cleft
+    min_volume_nm3: float = 2.0e5  # smaller components are dropped
+    min_confidence: float = 0.6  # components whose mean probability is lower are dropped
+
+
+def cleft_components(
+    cleft_prob: np.ndarray, resolution_nm: Sequence[float], params: DetectParams = DetectParams()
+) -> tuple[np.ndarray, int]:
+    """``(labels uint32, n)``: 3D components of ``cleft_prob > threshold`` big enough to keep."""
+    mask = cleft_prob > params.threshold
+    if not mask.any():
+        return np.zeros(cleft_prob.shape, np.uint32), 0
+    voxel_nm3 = float(np.prod(resolution_nm))
+    min_voxels = int(np.ceil(params.min_volume_nm3 / voxel_nm3))
+    labels = cc3d.connected_components(mask, connectivity=26, out_dtype=np.uint32)
+    if min_voxels > 1:
+        labels = cc3d.dust(labels, threshold=min_voxels, connectivity=26, in_place=True)
+    labels, n = cc3d.connected_components(labels > 0, connectivity=26, out_dtype=np.uint32, return_N=True)
+    return labels, int(n)
+
+
+def candidate_table(
+    labels: np.ndarray, n: int, cleft_prob: np.ndarray, offset_zyx: Sequence[int] = (0, 0, 0)
+) -> pd.DataFrame:
+    """One row per component ``label`` (1..n): z, y, x (global voxels), size, confidence."""
+    if n == 0:
+        return pd.DataFrame(
+            {
+                c: pd.Series(dtype=t)
+                for c, t in (
+                    ("label", "int64"),
+                    ("z", "f8"),
+                    ("y", "f8"),
+                    ("x", "f8"),
+                    ("size", "f8"),
+                    ("confidence", "f8"),
+                )
+            }
+        )
+    index = np.arange(1, n + 1)
+    weights = cleft_prob.astype(np.float64)
+    mass = ndimage.sum_labels(weights, labels, index)
+    size = ndimage.sum_labels(np.ones_like(weights), labels, index) if labels.size < 2**31 else None
+    size = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64) if size is None else size
+    centre = np.asarray(ndimage.center_of_mass(weights, labels, index), dtype=np.float64).reshape(n, 3)
+    centre += np.asarray(offset_zyx, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "label": index.astype(np.int64),
+            "z": centre[:, 0],
+            "y": centre[:, 1],
+            "x": centre[:, 2],
+            "size": size,
+            "confidence": mass / np.maximum(size, 1),
+        }
+    )
+
+
+def filter_candidates(table: pd.DataFrame, params: DetectParams = DetectParams()) -> pd.DataFrame:
+    """Drop candidates whose mean probability is below ``min_confidence``."""
+    return table[table["confidence"] >= params.min_confidence].reset_index(drop=True)
