@@ -121,11 +121,14 @@ def test_state_and_data_server(view_ws) -> None:
         assert names == ["image", "neurons", "synapses", "12 inputs", "12 outputs"]
         seg = state["layers"][1]
         assert seg["source"]["subsources"] == {"default": True, "properties": True}
+        assert "showSlices" not in state
         seg_info = ws.read_json("groundtruth/neurons/info")
         ws.write_json("groundtruth/neurons/info", {**seg_info, "mesh": "mesh", "skeletons": "skeletons"})
         try:
-            meshed = viewer_state(ws, info, server.data_url)["layers"][1]["source"]["subsources"]
-            assert meshed == {"default": True, "properties": True, "mesh": True, "skeletons": True}
+            meshed = viewer_state(ws, info, server.data_url)
+            subsources = meshed["layers"][1]["source"]["subsources"]
+            assert subsources == {"default": True, "properties": True, "mesh": True, "skeletons": True}
+            assert meshed["showSlices"] is False  # the 3D panel shows the selected neurons' meshes
         finally:
             ws.write_json("groundtruth/neurons/info", seg_info)
         assert seg["source"]["url"] == f"precomputed://{server.data_url}/groundtruth/neurons"
@@ -142,6 +145,17 @@ def test_state_and_data_server(view_ws) -> None:
         assert httpx.get(f"{server.data_url}/wiremap.toml", trust_env=False).status_code == 404  # only data prefixes
         assert httpx.get(f"{server.data_url}/layers/../wiremap.toml", trust_env=False).status_code == 404
         assert httpx.get(f"{server.data_url}/connectome/v1/nothing", trust_env=False).status_code == 404
+        # Multi-resolution meshes are fetched by byte ranges.
+        ws.write_bytes("connectome/test/blob", bytes(range(100)))
+        blob = f"{server.data_url}/connectome/test/blob"
+        r = httpx.get(blob, headers={"Range": "bytes=10-19"}, trust_env=False)
+        assert r.status_code == 206 and r.content == bytes(range(10, 20))
+        assert r.headers["content-range"] == "bytes 10-19/100"
+        r = httpx.get(blob, headers={"Range": "bytes=-5"}, trust_env=False)
+        assert r.status_code == 206 and r.content == bytes(range(95, 100))
+        r = httpx.get(blob, headers={"Range": "bytes=200-"}, trust_env=False)
+        assert r.status_code == 416
+        assert httpx.get(blob, trust_env=False).content == bytes(range(100))
     finally:
         server.stop()
 

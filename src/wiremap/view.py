@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -271,6 +272,7 @@ def viewer_state(
         "projectionScale": max(shape[1] * ry, shape[2] * rx) * 0.75,
         "layers": [],
         "layout": layout,
+        "projectionOrientation": [0.28, -0.2, -0.06, 0.94],  # an oblique 3D view
     }
     if view.get("focus_zyx"):  # the selected neuron's soma
         z, y, x = view["focus_zyx"]
@@ -292,6 +294,8 @@ def viewer_state(
         url = f"precomputed://{base_url}/{ws.layer_key(seg)}"
         info = ws.read_json(f"{ws.layer_key(seg)}/info")
         extra = {sub: True for key, sub in SUBSOURCES.items() if key in info}
+        if "mesh" in info:  # meshes show the selected neurons in 3D; slices would hide them
+            state["showSlices"] = False
         source: str | dict[str, Any] = {"url": url, "subsources": {"default": True, **extra}} if extra else url
         layer = {
             "type": "segmentation",
@@ -330,9 +334,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
         return
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/octet-stream") -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str = "application/octet-stream", extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges")
+        self.send_header("Accept-Ranges", "bytes")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -363,7 +373,28 @@ class _Handler(BaseHTTPRequestHandler):
         except WiremapError:
             self._send(404, b"not found")
             return
-        self._send(200, body, "application/json" if key.endswith("/info") else "application/octet-stream")
+        ctype = "application/json" if key.endswith("/info") else "application/octet-stream"
+        wanted = _byte_range(self.headers.get("Range"), len(body))
+        if wanted is None:
+            self._send(200, body, ctype)
+        elif wanted == (0, 0):  # unsatisfiable
+            self._send(416, b"", ctype, {"Content-Range": f"bytes */{len(body)}"})
+        else:  # multi-resolution meshes are read by byte ranges of one file per segment
+            start, end = wanted
+            self._send(206, body[start:end], ctype, {"Content-Range": f"bytes {start}-{end - 1}/{len(body)}"})
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (end exclusive) of a single ``bytes=`` range; None: whole file; (0, 0): bad."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":  # the last N bytes
+        start, end = max(0, size - int(last)), size
+    else:
+        start, end = int(first), min(size, int(last) + 1) if last else size
+    return (start, end) if start < end else (0, 0)
 
 
 class DataServer(ThreadingHTTPServer):
