@@ -1,0 +1,85 @@
+"""Meshing + skeletonization throughput (MVoxel/s of segmentation) and compartment / myelin accuracy.
+
+Goal of issue 6: meshing + skeletonization >= 1 MVoxel/s on 2 cores.  The
+baseline, measured in the same run, is the plain whole-volume approach at
+full resolution in one process (zmesh over the whole array + kimimaro over
+the whole array, no blocks, no simplification, no output written).  The
+wiremap stages run blockwise on 2 processes at the default downsampling
+(1, 2, 2) and write every mesh (3 LODs) and skeleton.  Accuracy against the
+synthetic truth: compartment per skeleton node (goal >= 0.95), myelin IoU
+(goal >= 0.9).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import kimimaro
+import numpy as np
+import zmesh
+
+from wiremap.morphology.compartments import node_truth
+from wiremap.morphology.myelin import iou
+from wiremap.morphology.stage import MorphologyConfig, run_compartments, run_mesh, run_skeletonize
+from wiremap.synth.stage import SynthConfig, run_synth
+from wiremap.volume import Layer, write_volume
+from wiremap.workspace import Workspace
+
+
+def _baseline(seg: np.ndarray, res: tuple[float, float, float]) -> float:
+    start = time.perf_counter()
+    mesher = zmesh.Mesher(res[::-1])
+    mesher.mesh(np.asfortranarray(seg.T))
+    for label in mesher.ids():
+        mesher.get(label, normals=False)
+    kimimaro.skeletonize(np.asfortranarray(seg.T), anisotropy=res[::-1], progress=False, parallel=1)
+    return time.perf_counter() - start
+
+
+def _one(shape: tuple[int, int, int], seed: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.create(f"{tmp}/ws")
+        run_synth(ws, SynthConfig(shape_zyx=shape, seed=seed, acquisition=False, pyramid_scales=1))
+        seg = Layer(ws, "groundtruth/neurons").read()
+        res = Layer(ws, "groundtruth/neurons").info.resolution_nm
+        write_volume(ws, "segmentation", seg, resolution_nm=res, kind="segmentation")
+        config = MorphologyConfig()
+        t0 = time.perf_counter()
+        mesh = run_mesh(ws, config, progress=False)
+        t1 = time.perf_counter()
+        skel = run_skeletonize(ws, config, progress=False)
+        t2 = time.perf_counter()
+        run_compartments(ws, config, progress=False)
+        t3 = time.perf_counter()
+        baseline = _baseline(seg, res)
+        nodes = ws.read_table("skeleton_nodes")
+        truth_comp = Layer(ws, "groundtruth/compartments").read()
+        right = total = 0
+        for i, rows in nodes.groupby("id"):
+            truth = node_truth(rows[["x_nm", "y_nm", "z_nm"]].to_numpy(), int(i), seg, truth_comp, res)
+            right += int((truth == rows["compartment"].to_numpy()).sum())
+            total += len(rows)
+        myelin_iou = iou(Layer(ws, "myelin").read(), Layer(ws, "groundtruth/myelin").read())
+    mvox = seg.size / 1e6
+    seconds = t2 - t0
+    return {
+        "shape_zyx": list(shape),
+        "segments": mesh.n_segments,
+        "mesh_seconds": round(t1 - t0, 2),
+        "skeleton_seconds": round(t2 - t1, 2),
+        "compartments_seconds": round(t3 - t2, 2),
+        "mvoxel_per_s": round(mvox / seconds, 3),
+        "baseline_whole_volume_mvoxel_per_s": round(mvox / baseline, 3),
+        "speedup_vs_baseline": round(baseline / seconds, 2),
+        "goal_1_mvoxel_per_s": mvox / seconds >= 1.0,
+        "compartment_node_accuracy": round(right / max(total, 1), 4),
+        "skeleton_nodes": total,
+        "myelin_iou": round(myelin_iou, 4),
+        "skeletons": skel.n_segments,
+    }
+
+
+def run(quick: bool) -> dict:
+    cases = [((32, 256, 256), 11)] if quick else [((64, 512, 512), 12)]
+    return {f"sstem_{'x'.join(map(str, s))}": _one(s, seed) for s, seed in cases}
