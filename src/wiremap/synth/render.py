@@ -51,30 +51,33 @@ class RenderConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     # --- grey levels of the compartments (clean image, 0-255)
-    cytoplasm_gray: float = 162.0  # mean neurite cytoplasm
-    soma_gray: float = 150.0  # soma cytoplasm (more ER/ribosomes: a little darker)
-    glia_gray: float = 180.0  # glial cytoplasm is lighter (electron-lucent)
-    cell_gray_jitter: float = 9.0  # std of a per-cell offset of the mean
+    cytoplasm_gray: float = 145.0  # mean neurite cytoplasm
+    soma_gray: float = 135.0  # soma cytoplasm (more ER/ribosomes: a little darker)
+    glia_gray: float = 165.0  # glial cytoplasm is lighter (electron-lucent)
+    cell_gray_jitter: float = 8.0  # std of a per-cell offset of the mean
     extracellular_gray: float = 120.0  # extracellular space: lighter than membranes
-    membrane_gray: float = 48.0  # lipid membrane (stained with osmium)
+    membrane_gray: float = 35.0  # lipid membrane (stained with osmium)
     cleft_gray: float = 85.0  # cleft material of a synapse
     mito_gray: float = 95.0  # mitochondrial matrix
     nucleus_gray: float = 150.0  # nucleoplasm
     myelin_gray: float = 22.0  # compact myelin
 
     # --- membranes
-    membrane_thickness_nm: float = 16.0  # full width of the dark band where two cells touch
+    membrane_thickness_nm: float = 15.0  # full width of the dark band where two cells touch
     mito_membrane_thickness_nm: float = 10.0  # outer membrane of mitochondria
     nuclear_envelope_thickness_nm: float = 18.0  # double membrane around nuclei
 
     # --- cytoplasm texture
-    grain_contrast: float = 10.0  # std of fine grain (grey levels)
-    grain_nm: float = 5.0  # correlation length of the grain
-    cloud_contrast: float = 9.0  # std of coarse, cloudy variation
-    cloud_nm: float = 80.0  # correlation length of the clouds
-    organelle_density: float = 25.0  # small dark rings (vesicles, ER, microtubule ends) per um^2
+    grain_contrast: float = 16.0  # std of fine grain (grey levels)
+    grain_nm: float = 4.0  # correlation length of the grain
+    cloud_contrast: float = 12.0  # std of coarse, cloudy variation
+    cloud_nm: float = 30.0  # correlation length of the clouds
+    speckle_nm: float = 12.0  # size of irregular dark specks (ER, ribosome clusters)
+    speckle_contrast: float = 0.25  # darkening of the specks (fraction of grey level)
+    speckle_threshold: float = 0.3  # specks where smooth noise exceeds this many std (sparser: higher)
+    organelle_density: float = 50.0  # small dark rings (vesicles, ER, microtubule ends) per um^2
     organelle_radius_nm: tuple[float, float] = (10.0, 22.0)  # radius range of those rings
-    organelle_contrast: float = 0.45  # darkening at a ring's wall (fraction of grey level)
+    organelle_contrast: float = 0.5  # darkening at a ring's wall (fraction of grey level)
     microtubule_spacing_nm: float = 55.0  # mean spacing of microtubule streaks in neurites
     microtubule_width_nm: float = 12.0  # width of one streak
     microtubule_contrast: float = 0.12  # darkening along a streak (fraction)
@@ -107,10 +110,10 @@ class RenderConfig(pydantic.BaseModel):
     vesicle_contrast: float = 0.6  # darkening at a vesicle's wall (fraction)
 
     # --- imaging
-    psf_sigma_xy_nm: float = 4.0  # Gaussian point-spread in the section plane
+    psf_sigma_xy_nm: float = 2.5  # Gaussian point-spread in the section plane
     psf_sigma_z_nm: float = 12.0  # mixing across sections (slab projection); 0 = none
-    noise_gray: float = 14.0  # std of shot noise at grey 128 (scales with sqrt(grey))
-    noise_correlation_nm: float = 3.0  # detector/scan blur of the noise; 0 = white
+    noise_gray: float = 12.0  # std of shot noise at grey 128 (scales with sqrt(grey))
+    noise_correlation_nm: float = 2.0  # detector/scan blur of the noise; 0 = white
     drift_gray: float = 6.0  # std of slow per-section brightness drift
     gradient_gray: float = 8.0  # amplitude of a smooth in-plane illumination gradient
 
@@ -120,17 +123,23 @@ class RenderConfig(pydantic.BaseModel):
         if name == "sstem":
             return cls()
         if name == "fibsem":
+            # tuned on FIB-SEM of fly medulla (gala, ~10 nm): blurrier, higher contrast
             return cls(
-                membrane_thickness_nm=18.0,
-                psf_sigma_xy_nm=6.0,
-                psf_sigma_z_nm=6.0,
-                grain_nm=8.0,
-                noise_gray=18.0,
+                psf_sigma_xy_nm=9.0,
+                psf_sigma_z_nm=8.0,
+                noise_gray=10.0,
                 noise_correlation_nm=4.0,
-                cytoplasm_gray=175.0,
-                glia_gray=190.0,
-                membrane_gray=45.0,
-                organelle_density=15.0,
+                grain_nm=10.0,
+                grain_contrast=16.0,
+                cloud_contrast=16.0,
+                speckle_contrast=0.35,
+                membrane_thickness_nm=22.0,
+                membrane_gray=25.0,
+                cytoplasm_gray=185.0,
+                soma_gray=175.0,
+                glia_gray=205.0,
+                mito_gray=78.0,
+                cell_gray_jitter=12.0,
                 drift_gray=3.0,
             )
         raise ValueError(f"unknown render preset {name!r}; expected 'sstem' or 'fibsem'")
@@ -221,9 +230,7 @@ def _label_axes(lab: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> tuple[np.nda
     root = np.sqrt(np.maximum((cxx - cyy) ** 2 + 4 * cxy**2, 0))
     elong = np.where(tr > 0, root / np.maximum(tr, 1e-9), 0.0)
     ids = np.zeros(n, dtype=np.uint64)
-    ids[np.fromiter(remap.values(), np.intp, len(remap))] = np.fromiter(
-        remap.keys(), np.uint64, len(remap)
-    )
+    ids[np.fromiter(remap.values(), np.intp, len(remap))] = np.fromiter(remap.keys(), np.uint64, len(remap))
     shape = lab.shape
     return (
         theta.astype(np.float32)[ren].reshape(shape),
@@ -233,9 +240,7 @@ def _label_axes(lab: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> tuple[np.nda
     )
 
 
-def _stripes(
-    coord_nm: np.ndarray, rng: np.random.Generator, spacing_nm: float, width_nm: float
-) -> np.ndarray:
+def _stripes(coord_nm: np.ndarray, rng: np.random.Generator, spacing_nm: float, width_nm: float) -> np.ndarray:
     """Lines at random (Poisson) positions along a coordinate: a 1D lookup table, vectorised."""
     length = 8192  # nm; the pattern repeats, far beyond any neurite's width
     n = max(1, int(length / max(spacing_nm, 1.0)))
@@ -340,13 +345,8 @@ def _synapse_layers(
         excit = str(row["ei"]).upper() == "E"
         pre, post = np.uint64(row["pre"]), np.uint64(row["post"])
         m = [int(math.ceil(t_max / r)) + 1 for r in res]
-        lo = [
-            max(0, int(c.min()) - mm) for c, mm in zip((zz[a:b], yy[a:b], xx[a:b]), m, strict=True)
-        ]
-        hi = [
-            min(n, int(c.max()) + mm + 1)
-            for c, mm, n in zip((zz[a:b], yy[a:b], xx[a:b]), m, shape, strict=True)
-        ]
+        lo = [max(0, int(c.min()) - mm) for c, mm in zip((zz[a:b], yy[a:b], xx[a:b]), m, strict=True)]
+        hi = [min(n, int(c.max()) + mm + 1) for c, mm, n in zip((zz[a:b], yy[a:b], xx[a:b]), m, shape, strict=True)]
         sl = tuple(slice(l0, h0) for l0, h0 in zip(lo, hi, strict=True))
         cleft = tissue.synapse_clefts[sl] == s
         d = edt.edt(~cleft, anisotropy=res, black_border=False)
@@ -392,9 +392,7 @@ def _synapse_layers(
         # the section images the slab [k-0.5, k+0.5]*dz: a vesicle shows in every
         # section its sphere reaches, with its largest cross-section inside the slab
         zc = pts[:, 0] / res[0]
-        for k in range(
-            int(np.floor((zc - r0 / res[0]).min())), int(np.ceil((zc + r0 / res[0]).max())) + 1
-        ):
+        for k in range(int(np.floor((zc - r0 / res[0]).min())), int(np.ceil((zc + r0 / res[0]).max())) + 1):
             if not 0 <= k < shape[0]:
                 continue
             gap = np.maximum(np.abs(zc - k) - 0.5, 0.0) * res[0]
@@ -437,9 +435,7 @@ def _random_pixels(rng: np.random.Generator, mask: np.ndarray, density: float, p
         return np.empty(0, np.float32), np.empty(0, np.float32)
     flat = rng.choice(where, n)
     y, x = np.divmod(flat, mask.shape[1])
-    return (y + rng.uniform(-0.5, 0.5, n)).astype(np.float32), (
-        x + rng.uniform(-0.5, 0.5, n)
-    ).astype(np.float32)
+    return (y + rng.uniform(-0.5, 0.5, n)).astype(np.float32), (x + rng.uniform(-0.5, 0.5, n)).astype(np.float32)
 
 
 def _render_section(
@@ -504,6 +500,10 @@ def _render_section(
         img *= 1.0 - np.float32(c.microtubule_contrast) * streak * weight * broken
 
     dark = np.zeros(shape, np.float32)  # darkening sprites (fraction of local grey)
+    if c.speckle_contrast > 0:
+        speck = _smooth_noise(rng, shape, c.speckle_nm / pxm) - np.float32(c.speckle_threshold)
+        np.clip(speck * np.float32(c.speckle_contrast), 0.0, 0.8, out=dark)
+        dark *= incell
     # small dark rings in neuronal cytoplasm; glycogen granules in glia
     plain = incell & ~glia & ~has_mito & ~nuc
     cy, cx = _random_pixels(rng, plain, c.organelle_density, px_um2)
@@ -573,11 +573,7 @@ def _render_section(
         chrom = _smooth_noise(rng, shape, c.chromatin_nm / pxm)
         depth = edt.edt(nuc, anisotropy=px, black_border=False)
         hetero = np.exp(-depth / 60.0).astype(np.float32)
-        n_img = (
-            c.nucleus_gray
-            + c.chromatin_contrast * (chrom - 1.5 * hetero)
-            + 0.6 * c.grain_contrast * grain
-        )
+        n_img = c.nucleus_gray + c.chromatin_contrast * (chrom - 1.5 * hetero) + 0.6 * c.grain_contrast * grain
         img = np.where(nuc, n_img, img)
         band = _band(_edges(nuc), px, c.nuclear_envelope_thickness_nm)
         img += band * (np.float32(c.membrane_gray) - img)
@@ -586,9 +582,7 @@ def _render_section(
     if myelin.any():
         depth = edt.edt(myelin, anisotropy=px, black_border=False).astype(np.float32)
         lam = np.cos(np.float32(2 * math.pi / c.myelin_period_nm) * depth)
-        img = np.where(
-            myelin, c.myelin_gray + c.myelin_contrast * lam + 0.3 * c.grain_contrast * grain, img
-        )
+        img = np.where(myelin, c.myelin_gray + c.myelin_contrast * lam + 0.3 * c.grain_contrast * grain, img)
 
     img = np.where(cleft, np.float32(c.cleft_gray) + 0.5 * c.grain_contrast * grain, img)
 
@@ -602,6 +596,7 @@ def _render_section(
     # synaptic densities
     if density.any():
         op = density.astype(np.float32) / 255.0
+        op *= np.clip(0.85 + 0.1 * grain + 0.1 * cloud, 0.0, 1.0)  # densities are granular
         img += op * (np.float32(c.psd_gray) - img)
 
     if c.psf_sigma_xy_nm > 0:
@@ -619,13 +614,9 @@ def _check(tissue: Tissue) -> None:
     for name in ("compartments", "myelin", "mitochondria", "nuclei", "synapse_clefts"):
         arr = getattr(tissue, name)
         if arr.shape != shape:
-            raise InputError(
-                f"tissue.{name} has shape {arr.shape}, expected {shape} like tissue.cells"
-            )
+            raise InputError(f"tissue.{name} has shape {arr.shape}, expected {shape} like tissue.cells")
     if len(tissue.resolution_nm) != 3 or min(tissue.resolution_nm) <= 0:
-        raise InputError(
-            f"tissue.resolution_nm must be 3 positive numbers, got {tissue.resolution_nm}"
-        )
+        raise InputError(f"tissue.resolution_nm must be 3 positive numbers, got {tissue.resolution_nm}")
     need = {"id", "pre", "post", "nz", "ny", "nx", "ei"}
     st = tissue.synapse_table
     if st is not None and len(st) and not need <= set(st.columns):
