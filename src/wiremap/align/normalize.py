@@ -70,13 +70,15 @@ def is_blank(img: Any, min_tissue: float = 0.05) -> bool:
 
 
 def fold_mask(img: Any, sigma: float = 2.0, dark: float = 0.25, bright: float = 1.8,
-              min_area: int = 200, min_extent: float = 0.2, grow: int = 3) -> np.ndarray:
+              min_area: int = 200, min_extent: float = 0.2, min_elongation: float = 4.0,
+              grow: int = 3) -> np.ndarray:
     """True on fold (dark) and crack (bright) bands: smoothed intensity far from the median.
 
     ``dark``/``bright`` are fractions of the median smoothed tissue intensity.
     A band must cover ``min_area`` pixels and span at least ``min_extent`` of
-    the shorter image side (folds and cracks are long; dark cell bodies are
-    not); kept bands are grown by ``grow`` pixels.
+    the shorter image side and be ``min_elongation`` times longer than wide
+    (folds and cracks are long and thin; dark cell bodies are not); kept bands
+    are grown by ``grow`` pixels.
     """
     a = np.asarray(img, np.float32)
     g = ndimage.gaussian_filter(a, sigma)
@@ -91,7 +93,9 @@ def fold_mask(img: Any, sigma: float = 2.0, dark: float = 0.25, bright: float = 
     span = min_extent * min(a.shape)
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if keep[i] and sl is not None:
-            keep[i] = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= span
+            extent = float(np.hypot(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+            width = sizes[i] / max(extent, 1.0)
+            keep[i] = extent >= span and extent >= min_elongation * width
     out = keep[lab]
     if grow > 0 and out.any():
         out = ndimage.binary_dilation(out, iterations=grow)

@@ -46,13 +46,14 @@ class AlignConfig(BaseModel):
     coarse: FlowConfig = PydField(default_factory=lambda: FlowConfig(
         patch=32, stride=16, max_shift=8, whiten=0.5))
     fine: FlowConfig = PydField(default_factory=lambda: FlowConfig(
-        patch=64, stride=32, max_shift=8, whiten=0.5))  # first full-resolution round
+        patch=64, stride=32, max_shift=14, whiten=0.5))  # first full-resolution round
     refine: FlowConfig = PydField(default_factory=lambda: FlowConfig(
         patch=32, stride=16, max_shift=4, whiten=0.5))  # later rounds: small, dense patches
     fine_iterations: int = 2  # flow -> relax rounds at full resolution (first uses ``fine``)
     mesh: MeshConfig = PydField(default_factory=MeshConfig)
     normalize: bool = True  # contrast-normalise sections before matching
     mask_folds: bool = True  # detect dark fold/crack bands and cut them from matching
+    tear_px: float = 0.4  # cut springs where the mesh misses matches by more (folds seen in flow)
 
 
 def downsample(img: Any, factor: int) -> np.ndarray:
@@ -122,7 +123,7 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
     a = coarse_affine(fixed, moving, cfg, fixed_mask, moving_mask)
     fixed_pieces, moving_pieces = _pieces(fixed_mask), _pieces(moving_mask)
     cur = Field.from_affine(a, shape, cfg.fine.stride)
-    n_match, res, res95 = 0, float("nan"), float("nan")
+    n_match, res, res95, torn = 0, float("nan"), float("nan"), 0
     for it in range(cfg.fine_iterations):
         fcfg = cfg.fine if it == 0 else cfg.refine
         ref = Field.from_affine(a, shape, fcfg.stride)
@@ -132,12 +133,43 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
         flow = clean_flow(flow)
         w = np.isfinite(flow.data[0]).astype(np.float64)
         cur = relax(flow, w, ref, cfg.mesh, cut=cut)
+        if cfg.tear_px > 0:
+            before = 0 if cut is None else int(cut.sum())
+            cur, cut = _tear(flow, w, ref, cur, cut, cfg)
+            torn = (0 if cut is None else int(cut.sum())) - before
         ok = w > 0
         n_match = int(ok.sum())
         if n_match:
             r = np.linalg.norm((cur.data - flow.data)[:, ok], axis=0)
             res, res95 = float(r.mean()), float(np.percentile(r, 95))
-    return PairResult(cur, a, n_match, res, res95, int(w.size))
+    return PairResult(cur, a, n_match, res, res95, int(w.size), {"torn_nodes": torn})
+
+
+def _tear(flow: Field, w: np.ndarray, ref: Field, cur: Field, cut: np.ndarray | None,
+          cfg: AlignConfig) -> tuple[Field, np.ndarray | None]:
+    """Folds and cracks the image masks missed show up as a line of nodes the smooth mesh
+    cannot follow (a displacement jump); cut the springs there and relax again."""
+    from scipy import ndimage
+
+    ok = w > 0
+    if ok.sum() < 9:
+        return cur, cut
+    r = np.where(ok, np.linalg.norm(np.nan_to_num(cur.data - flow.data), axis=0), 0.0)
+    med = float(np.median(r[ok]))
+    tear = r > max(cfg.tear_px, 4.0 * med)
+    lab, n = ndimage.label(tear, structure=np.ones((3, 3)))
+    if n == 0:
+        return cur, cut
+    # a tear is a line: keep components spanning at least 4 nodes
+    keep = np.zeros(n + 1, bool)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        keep[i] = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= 4
+    tear = keep[lab]
+    if not tear.any():
+        return cur, cut
+    tear = ndimage.binary_dilation(tear)
+    new_cut = tear if cut is None else (cut | tear)
+    return relax(flow, w, ref, cfg.mesh, cut=new_cut), new_cut
 
 
 def _pieces(mask: np.ndarray | None) -> np.ndarray | None:
@@ -216,6 +248,7 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
     out: list[SectionAlignment] = []
     prev: tuple[int, Any, np.ndarray | None, Field] | None = None  # z, image, mask, field
     clean: tuple[int, Any, np.ndarray | None, Field] | None = None  # last fold-free one
+    prev_folded = False
     for z in range(len(sections)):
         img = sections[z]
         if normalize.is_blank(img):
@@ -230,10 +263,11 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
             out.append(SectionAlignment(z, "reference", ident, None, fold_fraction=frac,
                                         min_jacobian=1.0, flags=flags))
             prev = (z, img, mask, ident)
-            clean = prev if mask is None else None
+            prev_folded = mask is not None
+            clean = None if prev_folded else prev
             continue
         target = prev
-        if prev[2] is not None and clean is not None and z - clean[0] <= max_skip:
+        if prev_folded and clean is not None and z - clean[0] <= max_skip:
             target = clean
             flags.append(f"matched past folded section {prev[0]}")
         pz, pimg, pmask, pfield = target
@@ -245,6 +279,8 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
             out.append(SectionAlignment(z, "failed", None, pz, fold_fraction=frac,
                                         flags=flags + [f"alignment failed: {e}"]))
             continue
+        if pair.extras.get("torn_nodes", 0) > 0:
+            flags.append(f"fold/crack seen in the flow ({pair.extras['torn_nodes']} nodes cut)")
         total = pfield.then(pair.field)
         frac_m = pair.n_matches / max(pair.n_nodes, 1)
         if frac_m < min_match_fraction:
@@ -254,6 +290,7 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
                                     pair.match_residual_px, pair.match_residual_p95_px,
                                     frac, jac, flags))
         prev = (z, img, mask, total)
-        if mask is None:
+        prev_folded = mask is not None or pair.extras.get("torn_nodes", 0) > 0
+        if not prev_folded:
             clean = prev
     return out
