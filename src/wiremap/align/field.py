@@ -122,11 +122,6 @@ class Field:
         ny, nx = other.node_yx()
         return Field(self.sample(ny, nx).astype(np.float32), other.stride, other.origin)
 
-    def scaled(self, factor: float) -> Field:
-        """The map of the same images up-sampled by ``factor`` (e.g. 4 after a 1/4 level)."""
-        return Field((self.data * factor).astype(np.float32), self.stride * factor,
-                     (self.origin[0] * factor, self.origin[1] * factor))
-
     def with_data(self, data: np.ndarray) -> Field:
         return Field(np.asarray(data, np.float32), self.stride, self.origin)
 
