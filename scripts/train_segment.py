@@ -46,13 +46,24 @@ def load_sources(variant: str, data: Path, synthetic: int) -> list[dict]:
     out: list[dict] = []
     if variant == "isotropic":
         d = np.load(data / "gala_fibsem.npz")
-        out.append({"name": "gala_train", "image": d["train_image"], "labels": d["train_labels"].astype(np.uint64),
-                    "kind": "labels", "weight": 1.0})
+        out.append(
+            {
+                "name": "gala_train",
+                "image": d["train_image"],
+                "labels": d["train_labels"].astype(np.uint64),
+                "kind": "labels",
+                "weight": 1.0,
+            }
+        )
     else:
         d = np.load(data / "isbi2012_membrane.npz")
-        out.append({"name": "isbi2012", "image": d["image"], "membrane": d["membrane"], "kind": "membrane", "weight": 1.0})
+        out.append(
+            {"name": "isbi2012", "image": d["image"], "membrane": d["membrane"], "kind": "membrane", "weight": 1.0}
+        )
         d = np.load(data / "vnc_sstem_train.npz")
-        out.append({"name": "vnc_sstem", "image": d["raw"], "membrane": d["membranes"], "kind": "membrane", "weight": 1.0})
+        out.append(
+            {"name": "vnc_sstem", "image": d["raw"], "membrane": d["membranes"], "kind": "membrane", "weight": 1.0}
+        )
     n_real = len(out)
     for seed in range(synthetic):
         out.append(synthetic_source(variant, 1000 + seed))
@@ -76,8 +87,14 @@ def synthetic_source(variant: str, seed: int) -> dict:
         shape, res, preset = (24, 384, 384), (30.0, 4.0, 4.0), "sstem"
     tissue = generate_tissue(TissueConfig(shape_zyx=shape, resolution_nm=res, seed=seed))
     image = render_em(tissue, RenderConfig.preset(preset), seed)
-    return {"name": f"synth_{preset}_{seed}", "image": image, "labels": np.asarray(tissue.cells, np.uint64),
-            "kind": "labels", "weight": 1.0}
+    return {
+        "name": f"synth_{preset}_{seed}",
+        "image": image,
+        "labels": np.asarray(tissue.cells, np.uint64),
+        "kind": "labels",
+        "weight": 1.0,
+        "resolution_nm": res,
+    }
 
 
 def augment(image: np.ndarray, labels: np.ndarray, extra: np.ndarray | None, variant: str, rng: np.random.Generator):
@@ -160,6 +177,97 @@ def balanced_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return loss / mask.sum().clamp(min=1)
 
 
+def tune_threshold(model_path: Path, variant: str, data: Path) -> dict:
+    """Pick the merge threshold with the best mean VOI on validation volumes (never the gala test volume).
+
+    isotropic: gala's train volume and synthetic fibsem seed 2000; anisotropic:
+    synthetic sstem seed 2000 (the only ssTEM-like volume with 3D truth).
+    """
+    from wiremap.evaluation.segmentation import variation_of_information
+    from wiremap.segment import agglomerate as agg
+    from wiremap.segment.infer import load_model, predict_affinities
+
+    model = load_model(str(model_path))
+    volumes = []
+    if variant == "isotropic":
+        d = np.load(data / "gala_fibsem.npz")
+        volumes.append(("gala_train", d["train_image"], d["train_labels"], (10.0, 10.0, 10.0)))
+    syn = synthetic_source(variant, 2000)
+    volumes.append((syn["name"], syn["image"], syn["labels"], tuple(syn["resolution_nm"])))
+    thresholds = [round(t, 2) for t in np.arange(0.2, 0.85, 0.05)]
+    vois = np.zeros((len(volumes), len(thresholds)))
+    for i, (_, image, labels, res) in enumerate(volumes):
+        lo, hi = intensity_percentiles(image[:, ::4, ::4])
+        affs = np.round(predict_affinities(model, image, lo, hi)[:3] * 255) / 255
+        svs = agg.supervoxel_ids(agg.fragments(affs, resolution_nm=res), 0)
+        edges, sizes = agg.region_edges(svs, affs, (False, False, False)), agg.fragment_sizes(svs)
+        for j, t in enumerate(thresholds):
+            seg = agg.relabel(svs, agg.agglomerate(sizes, edges, threshold=t, min_size=64))
+            vois[i, j] = variation_of_information(seg, labels).total
+    best = int(np.argmin(vois.mean(axis=0)))
+    return {"threshold": thresholds[best], "validation": {v[0]: float(vois[i, best]) for i, v in enumerate(volumes)}}
+
+
+CARD_DATA = {
+    "isotropic": (
+        "- `gala_fibsem.npz` train volume (Janelia FlyEM FIB-SEM, *Drosophila* medulla, ~10 nm; gala, "
+        "BSD-style HHMI licence): dense neuron labels, 0 = one-voxel boundary.\n"
+        "- synthetic `fibsem` tissue from `wiremap.synth` (8 nm isotropic), seeds 1000-1002 "
+        "(validation seed 2000)."
+    ),
+    "anisotropic": (
+        "- `isbi2012_membrane.npz` (ISBI 2012 challenge ssTEM, *Drosophila* larva VNC, 4x4x50 nm; "
+        "cite Cardona et al. 2010, Arganda-Carreras et al. 2015): membranes -> per-section instances.\n"
+        "- `vnc_sstem_train.npz` (Gerhard et al., *Segmented anisotropic ssTEM dataset of neural tissue*, "
+        "figshare doi:10.6084/m9.figshare.856713, **CC BY-NC-SA 3.0**: this model is trained on it, so "
+        "non-commercial use only): membranes -> per-section instances.\n"
+        "- synthetic `sstem` tissue from `wiremap.synth` (4x4x30 nm), seeds 1000-1002 (validation seed 2000)."
+    ),
+}
+
+
+POOLING = {"anisotropic": "pools y/x only, for serial sections", "isotropic": "pools z/y/x, for FIB-SEM"}
+
+
+def write_card(path: Path, meta: dict) -> None:
+    """The model card next to the weights: data, targets, size, cost, how it was made."""
+    variant = meta["variant"]
+    lines = [
+        f"# segment_{variant}.pt",
+        "",
+        f"3D U-Net ({variant}: {POOLING[variant]}) "
+        "predicting nearest-neighbour and long-range affinities; used by `wiremap segment`.",
+        "",
+        "## Data",
+        CARD_DATA[variant],
+        "",
+        "The gala **test** volume is never used for training or threshold selection.",
+        "",
+        "## Training",
+        f"- command: `.venv/bin/python scripts/train_segment.py --variant {variant} --fmaps {meta.get('fmaps')} "
+        f"--synthetic {meta.get('synthetic')} --iterations {meta['iterations']}` (CPU, 1 thread, seed {meta['seed']})",
+        f"- {meta['iterations']} iterations, batch {meta['batch']}, patch {tuple(meta['patch_zyx'])} (z, y, x), "
+        f"Adam + one-cycle lr {meta['lr']}, class-balanced BCE; final loss {meta['final_loss']:.3f}; "
+        f"{meta['train_seconds'] / 60:.0f} min on a shared 2-core CPU",
+        "- augmentation: flips, axis swaps, gamma, contrast, brightness, blur, noise; "
+        "ssTEM: blank and low-contrast sections",
+        "",
+        "## Size and cost",
+        f"- {meta['parameters']:,} parameters, offsets {meta.get('offsets')}",
+        f"- {meta['flops_per_voxel'] / 1e6:.3f} MFLOP per voxel (torch.utils.flop_counter; LSD ~0.9, FFN ~150)",
+        f"- input resolution ~{tuple(meta['resolution_nm'])} nm (z, y, x); "
+        f"receptive radius {meta.get('receptive_radius')} voxels",
+        "",
+        "## Metric",
+        f"- merge threshold {meta.get('threshold')} (mean affinity), chosen for the best VOI on: "
+        + ", ".join(f"{k} VOI {v:.3f}" for k, v in (meta.get("validation") or {}).items()),
+        "- test figures (gala test volume, unseen synthetic tissue) with baselines: "
+        "`benchmarks/results/segment.json` (`make bench`)",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("isotropic", "anisotropic"), required=True)
@@ -173,7 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     parser.add_argument("--out", type=Path, default=Path("train_segment_out"))
+    parser.add_argument("--tune-only", type=Path, default=None, help="only pick the merge threshold of these weights")
     args = parser.parse_args(argv)
+    if args.tune_only is not None:
+        from wiremap.segment.infer import load_model
+
+        model = load_model(str(args.tune_only))
+        meta = {k: v for k, v in model.meta.items() if k != "sha256"}
+        meta.update(tune_threshold(args.tune_only, args.variant, args.data))
+        save_model(args.tune_only, model.network, meta)
+        write_card(args.tune_only.with_suffix(".md"), meta)
+        print(json.dumps(meta, indent=1))
+        return 0
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -186,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         network.load_state_dict(load_model(str(args.init)).network.state_dict())
     sources = load_sources(args.variant, args.data, args.synthetic)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.1
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     history = []
@@ -215,9 +336,19 @@ def main(argv: list[str] | None = None) -> int:
                 "train_seconds": round(time.time() - started, 1),
                 "flops_per_voxel": flops_per_voxel(network),
                 "parameters": sum(p.numel() for p in network.parameters()),
+                "fmaps": args.fmaps,
+                "synthetic": args.synthetic,
+                "offsets": [list(o) for o in config.offsets],
+                "receptive_radius": list(config.receptive_radius),
             }
             save_model(args.out / f"segment_{args.variant}.pt", network, meta)
             (args.out / f"segment_{args.variant}.json").write_text(json.dumps(meta, indent=1))
+    path = args.out / f"segment_{args.variant}.pt"
+    meta.update(tune_threshold(path, args.variant, args.data))
+    save_model(path, network, meta)
+    (args.out / f"segment_{args.variant}.json").write_text(json.dumps(meta, indent=1))
+    write_card(path.with_suffix(".md"), meta)
+    print(json.dumps(meta, indent=1))
     return 0
 
 

@@ -49,7 +49,7 @@ def test_labels_from_membranes_per_section():
     mem[:, :, 2] = 1
     lab = labels_from_membranes(mem)
     assert len(np.unique(lab[0][lab[0] > 0])) == 2
-    assert set(np.unique(lab[0])) .isdisjoint(set(np.unique(lab[1])) - {0})
+    assert set(np.unique(lab[0])).isdisjoint(set(np.unique(lab[1])) - {0})
     assert (lab[mem > 0] == 0).all()
 
 
@@ -65,8 +65,14 @@ def test_region_edges_across_lower_face():
 
 def test_mutex_agglomeration_threshold_and_cleanup():
     sizes = pd.DataFrame({"id": np.array([1, 2, 3, 4], np.uint64), "size": [100, 100, 100, 3]})
-    edges = pd.DataFrame({"u": np.array([1, 2, 3], np.uint64), "v": np.array([2, 3, 4], np.uint64),
-                          "aff_sum": [9.0, 1.0, 0.1], "count": [10, 10, 1]})
+    edges = pd.DataFrame(
+        {
+            "u": np.array([1, 2, 3], np.uint64),
+            "v": np.array([2, 3, 4], np.uint64),
+            "aff_sum": [9.0, 1.0, 0.1],
+            "count": [10, 10, 1],
+        }
+    )
     table = agg.agglomerate(sizes, edges, threshold=0.5)
     assert table["segment_id"].tolist() == [1, 1, 2, 3]
     cleaned = agg.agglomerate(sizes, edges, threshold=0.5, min_size=10)

@@ -16,10 +16,14 @@ console = Console()
 def segment(
     workspace: Annotated[str, typer.Argument(help="Directory or URL of the workspace.")],
     input: Annotated[str, typer.Option("--input", help="Image layer to segment.")] = "aligned",
-    model: Annotated[str | None, typer.Option(help="Weight file (default: the shipped model for the resolution).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Weight file (default: the shipped model for the resolution).")
+    ] = None,
     block_shape: Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels.")] = None,
     roi: Annotated[str | None, typer.Option(help="Only this region, z0:z1,y0:y1,x0:x1.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Mean-affinity merge threshold (default: the model's).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Mean-affinity merge threshold (default: the model's).")
+    ] = None,
     min_size: Annotated[int, typer.Option(help="Merge segments smaller than this many voxels.")] = 64,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
     executor: Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")] = None,

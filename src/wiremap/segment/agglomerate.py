@@ -202,8 +202,10 @@ def agglomerate(
     mean = edges["aff_sum"].to_numpy() / np.maximum(edges["count"].to_numpy(), 1)
     score = mean - threshold
     if links is not None and not links.empty:
-        lk = links.assign(lo=np.minimum(links["u"].to_numpy(np.uint64), links["v"].to_numpy(np.uint64)),
-                          hi=np.maximum(links["u"].to_numpy(np.uint64), links["v"].to_numpy(np.uint64)))
+        lk = links.assign(
+            lo=np.minimum(links["u"].to_numpy(np.uint64), links["v"].to_numpy(np.uint64)),
+            hi=np.maximum(links["u"].to_numpy(np.uint64), links["v"].to_numpy(np.uint64)),
+        )
         lk = lk.groupby(["lo", "hi"], as_index=False)["count"].sum()
         votes = edges.merge(lk, left_on=["u", "v"], right_on=["lo", "hi"], how="left", suffixes=("", "_link"))
         stitched = votes["count_link"].fillna(0).to_numpy() >= link_fraction * votes["count"].to_numpy()
@@ -225,7 +227,12 @@ def agglomerate(
 
 
 def _merge_small(
-    root: np.ndarray, size_of: np.ndarray, ui: np.ndarray, vi: np.ndarray, aff_sum: np.ndarray, count: np.ndarray,
+    root: np.ndarray,
+    size_of: np.ndarray,
+    ui: np.ndarray,
+    vi: np.ndarray,
+    aff_sum: np.ndarray,
+    count: np.ndarray,
     min_size: int,
 ) -> np.ndarray:
     """Merge segments under ``min_size`` voxels into their highest-affinity neighbour, smallest first."""
@@ -280,6 +287,7 @@ def segment_volume(
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Whole-array convenience: ``(supervoxels, segmentation, table)`` of one affinity array."""
     svs = supervoxel_ids(fragments(affs, resolution_nm=resolution_nm), 0)
-    table = agglomerate(fragment_sizes(svs), region_edges(svs, affs, (False, False, False)),
-                        threshold=threshold, min_size=min_size)
+    table = agglomerate(
+        fragment_sizes(svs), region_edges(svs, affs, (False, False, False)), threshold=threshold, min_size=min_size
+    )
     return svs, relabel(svs, table), table

@@ -67,7 +67,9 @@ def default_model_path(variant: str) -> Path:
 def save_model(path: str | Path, network: UNet3D, meta: dict) -> None:
     """Write ``{config, state_dict, meta}`` with torch.save (loadable with ``weights_only``)."""
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    torch.save({"format": "wiremap-segment-1", "config": network.config.to_dict(), "state_dict": state, "meta": meta}, path)
+    torch.save(
+        {"format": "wiremap-segment-1", "config": network.config.to_dict(), "state_dict": state, "meta": meta}, path
+    )
 
 
 @lru_cache(maxsize=4)
@@ -80,7 +82,9 @@ def load_model(path: str) -> Model:
     try:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on a truncated/garbled file
-        raise ModelError(f"model weight file {path} is corrupt or not a wiremap model ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"model weight file {path} is corrupt or not a wiremap model ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != "wiremap-segment-1":
         raise ModelError(f"model weight file {path} is not a wiremap segmentation model")
     try:

@@ -87,8 +87,10 @@ class NetworkConfig:
 
 def _conv_pair(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv3d(cin, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
     )
 
 

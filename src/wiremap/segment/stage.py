@@ -64,10 +64,10 @@ class SegmentConfig(StrictModel):
     model: str | None = None  # weight file; None: the shipped model for the layer's resolution
     block_shape: tuple[int, int, int] | None = None  # voxels (z, y, x); None: the model's default
     roi: str | None = None  # "z0:z1,y0:y1,x0:x1" to segment part of the volume; None: all of it
-    threshold: float | None = Field(None, gt=0, lt=1)  # merge when mean affinity exceeds it; None: the model's
-    min_size: int = Field(64, ge=0)  # segments smaller than this (voxels) join their best neighbour
+    threshold: float | None = Field(default=None, gt=0, lt=1)  # merge when mean affinity exceeds it; None: the model's
+    min_size: int = Field(default=64, ge=0)  # segments smaller than this (voxels) join their best neighbour
     device: str | None = None  # "cpu", "cuda"; None: CUDA when present
-    resolution_tolerance: float = Field(2.0, ge=1)  # allowed ratio between layer and model voxel size
+    resolution_tolerance: float = Field(default=2.0, ge=1)  # allowed ratio between layer and model voxel size
 
 
 @dataclass
@@ -174,13 +174,13 @@ class PredictBlock:
                     view = svs[sl]
                     halo[f"{name}{axis}"] = np.where(np.isin(view, present), view, 0)
         sink = io.BytesIO()
-        np.savez_compressed(sink, **halo)
+        np.savez_compressed(sink, **halo)  # type: ignore[arg-type]
         Workspace.open(self.workspace_url).write_bytes(f"{GRAPH_PREFIX}{block.block_id}-halo.npz", sink.getvalue())
 
 
 def _halo(ws: Workspace, block_id: int, key: str) -> np.ndarray | None:
     with np.load(io.BytesIO(ws.read_bytes(f"{GRAPH_PREFIX}{block_id}-halo.npz"))) as data:
-        return data[key] if key in data else None
+        return data[key] if key in data.files else None
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,10 @@ class GraphBlock:
         w = block.write_roi
         total = self.grid.total_roi
         lower = tuple(o > t for o, t in zip(w.offset, total.offset, strict=True))
-        grown = Roi(tuple(o - int(b) for o, b in zip(w.offset, lower, strict=True)),
-                    tuple(s + int(b) for s, b in zip(w.shape, lower, strict=True)))
+        grown = Roi(
+            tuple(o - int(b) for o, b in zip(w.offset, lower, strict=True)),  # type: ignore[arg-type]
+            tuple(s + int(b) for s, b in zip(w.shape, lower, strict=True)),  # type: ignore[arg-type]
+        )
         svs = _layer(self.workspace_url, "supervoxels").read(grown)
         affs = read_affinities(_layer(self.workspace_url, "affinities"), w)
         edges = agg.region_edges(svs, affs, lower)  # type: ignore[arg-type]
@@ -306,7 +308,9 @@ def run_segment(
     if existing and not overwrite:
         for name in existing:
             have = Layer(ws, name).info
-            if have.shape_zyx != info.shape_zyx or have.chunk_zyx != tuple(min(c, s) for c, s in zip(chunk, info.shape_zyx, strict=True)):
+            if have.shape_zyx != info.shape_zyx or have.chunk_zyx != tuple(
+                min(c, s) for c, s in zip(chunk, info.shape_zyx, strict=True)
+            ):
                 raise LayerExistsError(
                     f"layer {name!r} exists with another shape or chunking; use --overwrite to replace it"
                 )
@@ -321,8 +325,15 @@ def run_segment(
         shape_chunk = tuple(min(c, s) for c, s in zip(chunk, info.shape_zyx, strict=True))
         create_affinity_layer(ws, "affinities", info.shape_zyx, info.resolution_nm, shape_chunk)
         for name in ("supervoxels", "segmentation"):
-            create_layer(ws, name, shape_zyx=info.shape_zyx, resolution_nm=info.resolution_nm, dtype="uint64",
-                         kind="segmentation", chunk_zyx=shape_chunk)
+            create_layer(
+                ws,
+                name,
+                shape_zyx=info.shape_zyx,
+                resolution_nm=info.resolution_nm,
+                dtype="uint64",
+                kind="segmentation",
+                chunk_zyx=shape_chunk,
+            )
         for stage in ("segment-predict", "segment-graph", "segment-relabel"):
             reset_markers(ws, stage)
     context = model.context
@@ -331,9 +342,7 @@ def run_segment(
     run = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
 
     t = time.perf_counter()
-    predict = PredictBlock(
-        ws.url, config.input, model.source, lo, hi, info.resolution_nm, config.device, threads, roi
-    )
+    predict = PredictBlock(ws.url, config.input, model.source, lo, hi, info.resolution_nm, config.device, threads, roi)
     report = run_blockwise(BlockTask("segment-predict", ws.url, grid, predict), **run)  # type: ignore[arg-type]
     seconds["predict"] = time.perf_counter() - t
 
@@ -358,8 +367,13 @@ def run_segment(
 
     ws.write_provenance(
         "segment",
-        parameters={**config.model_dump(), "block_shape": list(block_shape), "threshold": threshold,
-                    "model_sha256": model.meta.get("sha256"), "intensity_range": [lo, hi]},
+        parameters={
+            **config.model_dump(),
+            "block_shape": list(block_shape),
+            "threshold": threshold,
+            "model_sha256": model.meta.get("sha256"),
+            "intensity_range": [lo, hi],
+        },
         inputs=[config.input],
         outputs=[*OUTPUTS, f"tables/{TABLE}"],
     )
