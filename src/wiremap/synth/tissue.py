@@ -69,7 +69,7 @@ class TissueConfig(pydantic.BaseModel):
     outside_soma_distance_nm: float = 50000.0  # where the virtual soma of an outside cell sits
     # -- dendrites and spines
     dendrite_taper_per_um: float = 0.93  # radius factor per um of dendrite
-    dendrite_branch_per_um: float = 0.12  # branching rate of dendrites
+    dendrite_branch_per_um: float = 0.08  # branching rate of dendrites
     shaft_site_spacing_nm: float = 120.0  # spacing of possible shaft synapses
     spine_density_per_um: float = 4.5  # spines per um of spiny dendrite
     spine_neck_length_nm: Range = (250.0, 800.0)  # spine neck length range
@@ -126,7 +126,21 @@ def preset_config(name: str, **overrides: object) -> TissueConfig:
 
 
 def generate_tissue(config: TissueConfig, progress: Callable[[str, float], None] | None = None) -> Tissue:
-    """Grow a block of neuropil and return its voxels, tables and skeletons."""
+    """Grow a block of neuropil and return its voxels, tables and skeletons.
+
+    ``progress(stage, fraction)`` is called with stages ``dendrites``,
+    ``axons`` and ``rasterize``.  Notes on the ground truth:
+
+    - ``cells`` holds neuron ids, so two fragments of one neuron that join
+      outside the block share an id (run connected components for per-piece
+      segmentation scores);
+    - synapse normals are unit vectors in physical space (nm), given along
+      the voxel axes (z, y, x), pointing from pre to post;
+    - skeleton nodes are in nm; ``Skeleton.in_volume`` marks nodes inside the
+      block (a cell whose soma lies outside has a virtual root there, far away,
+      marked ``False``); every in-volume node lies inside its cell's voxels;
+    - ``cell_table`` has an extra column ``soma_radius_nm``.
+    """
     def report(stage: str, f: float) -> None:
         if progress is not None:
             progress(stage, f)

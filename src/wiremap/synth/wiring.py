@@ -21,6 +21,8 @@ import numpy as np
 import pydantic
 import scipy.ndimage as ndi
 
+from wiremap.synth.model import Compartment
+
 POST_COMPARTMENTS = ("spine", "dendrite", "soma")
 
 
@@ -43,8 +45,8 @@ class CellType(pydantic.BaseModel):
 def default_cell_types() -> dict[str, CellType]:
     """Two pyramidal-like (spiny, E) and two interneuron-like (I) types."""
     return {
-        "pyr_a": CellType(ei="E", fraction=0.4, spiny=True),
-        "pyr_b": CellType(ei="E", fraction=0.4, spiny=True, dendrite_radius_nm=(300.0, 650.0)),
+        "pyr_a": CellType(ei="E", fraction=0.4, spiny=True, dendrite_radius_nm=(230.0, 450.0)),
+        "pyr_b": CellType(ei="E", fraction=0.4, spiny=True, dendrite_radius_nm=(260.0, 550.0)),
         "basket": CellType(
             ei="I", fraction=0.1, axon_share=3.0, dendrite_radius_nm=(200.0, 400.0),
             bouton_radius_nm=(180.0, 300.0), targets={"spine": 0.0, "dendrite": 0.05, "soma": 1.0},
@@ -192,7 +194,7 @@ def carve_clefts(
         lat2 = zz**2 + yy**2 + xx**2 - along**2
         c = cells[sl]
         cut = (np.abs(along) <= half) & (lat2 <= s.disc_nm**2)
-        cut &= (c == s.pre) | (c == s.post) | (c == 0)
+        cut &= ((c == s.pre) & (compartments[sl] == Compartment.AXON)) | (c == s.post) | (c == 0)
         cut &= clefts[sl] == 0
         if not cut.any():
             continue
