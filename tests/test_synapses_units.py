@@ -49,7 +49,7 @@ def test_partners_follow_side_map_and_direction():
     assert len(out) == 1
     row = out.iloc[0]
     assert (int(row.pre), int(row.post)) == (9, 5)
-    assert row.partner_confidence == pytest.approx(0.8)
+    assert row.partner_confidence == pytest.approx(81 / 82)  # logit(0.9) - logit(0.1) = ln 81
     assert row.ei_prob == pytest.approx(0.2)
     assert (row.pre_compartment, row.post_compartment) == ("axon", "dendrite")
     assert row.ny == pytest.approx(-1.0, abs=1e-6)  # pre (below) -> post (above): towards -y
@@ -57,6 +57,16 @@ def test_partners_follow_side_map_and_direction():
     flipped = assign_partners(cleft, seg, 1 - side, ei, RES, None, reach_nm=16.0).iloc[0]
     assert (int(flipped.pre), int(flipped.post)) == (5, 9)
     assert flipped.pre_compartment == ""
+
+
+def test_thick_density_marks_the_postsynaptic_side():
+    seg, cleft = two_cells()
+    image = np.zeros(seg.shape, np.float32)
+    image[:, 14:19] = -0.45  # a thick dark density on cell 5's side of the cleft
+    flat = np.full(seg.shape, 0.5, np.float32)  # the side map cannot tell
+    row = assign_partners(cleft, seg, flat, flat, RES, reach_nm=24.0, image=image).iloc[0]
+    assert (int(row.pre), int(row.post)) == (9, 5)
+    assert row.dark_post > 0.6 and row.dark_pre == 0.0
 
 
 def test_partners_need_two_segments():

@@ -1,8 +1,12 @@
 """Excitatory / inhibitory calls: per synapse from appearance, then per presynaptic neuron.
 
-Per synapse, ``ei_prob`` is the network's E probability averaged over the
-cleft and the cells next to it (its ``ei`` channel is a fully-convolutional
-patch classifier that sees density asymmetry and vesicle shape).  A neuron
+Per synapse, ``appearance_ei_prob`` combines two cues as log-odds: the
+density asymmetry (Gray type I, excitatory synapses have a postsynaptic
+density much thicker than the presynaptic one; type II, inhibitory ones are
+symmetric), measured as the difference of the dark fractions next to the
+cleft on the post and pre sides, and the network's E probability averaged
+over the cleft and the cells next to it (its ``ei`` channel, a fully-
+convolutional patch classifier that also sees vesicle shape).  A neuron
 releases one kind of transmitter (Dale's principle), so the calls of all
 synapses of one presynaptic segment are pooled: the sum of their log-odds
 (each clipped to +-``clip``, so one confident mistake cannot outvote many)
@@ -13,6 +17,8 @@ synapse's own call and its confidence in it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +28,25 @@ EPS = 1e-4
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class EIRule:
+    """How the cues are weighed; stored in the model file's ``meta['ei_rule']``."""
+
+    asymmetry_threshold: float = 0.2  # dark_post - dark_pre at which E and I are equally likely
+    asymmetry_scale: float = 0.04  # asymmetry per logit
+    net_weight: float = 0.0  # weight of the network's E log-odds
+
+
+def appearance_ei_prob(
+    dark_pre: np.ndarray, dark_post: np.ndarray, net_prob: np.ndarray, rule: EIRule = EIRule()
+) -> np.ndarray:
+    """P(excitatory) per synapse from density asymmetry and the network's E channel."""
+    asym = np.asarray(dark_post, dtype=np.float64) - np.asarray(dark_pre, dtype=np.float64)
+    z = (np.nan_to_num(asym) - rule.asymmetry_threshold) / rule.asymmetry_scale
+    z = z + rule.net_weight * logit(np.nan_to_num(np.asarray(net_prob, dtype=np.float64), nan=0.5))
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
 def synapse_calls(ei_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,8 +34,8 @@ from wiremap.errors import InputError
 from wiremap.roi import Roi
 from wiremap.synapses.annotations import write_annotations
 from wiremap.synapses.detect import DetectParams, candidate_table, cleft_components, filter_candidates
-from wiremap.synapses.ei import apply_consensus
-from wiremap.synapses.model import intensity_range, load_model, predict_sections
+from wiremap.synapses.ei import EIRule, appearance_ei_prob, apply_consensus
+from wiremap.synapses.model import intensity_range, load_model, normalize, predict_sections
 from wiremap.synapses.partners import assign_partners
 from wiremap.volume import Layer
 from wiremap.workspace import Workspace
@@ -75,12 +75,13 @@ class SynapseConfig(StrictModel):
     threshold: float = Field(0.5, gt=0, lt=1)  # cleft probability that counts as cleft
     min_volume_nm3: float = Field(2.0e5, ge=0)  # smaller cleft components are noise
     min_confidence: float = Field(0.6, ge=0, le=1)  # minimum mean cleft probability of a synapse
+    seed_threshold: float = Field(0.0, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
     reach_nm: float = Field(40.0, gt=0)  # how far from the cleft partner voxels are looked for
     block_shape: tuple[int, int, int] = (32, 512, 512)  # write ROI of one block (voxels)
     context_nm: tuple[float, float, float] = (300.0, 800.0, 800.0)  # context around a block (z, y, x), nm
 
     def detect_params(self) -> DetectParams:
-        return DetectParams(self.threshold, self.min_volume_nm3, self.min_confidence)
+        return DetectParams(self.threshold, self.min_volume_nm3, self.min_confidence, self.seed_threshold)
 
 
 @dataclass
@@ -149,7 +150,12 @@ def detect_block(
     keep = np.zeros(n + 1, bool)
     keep[cand["label"].to_numpy()] = True
     labels = np.where(keep[labels], labels, 0).astype(np.uint32)
-    partners = assign_partners(labels, segmentation, prob[1], prob[2], resolution_nm, compartments, config.reach_nm)
+    norm = normalize(image, grey_range[0], grey_range[1])
+    partners = assign_partners(
+        labels, segmentation, prob[1], prob[2], resolution_nm, compartments, config.reach_nm, image=norm
+    )
+    rule = EIRule(**model.meta.get("ei_rule", {}))
+    partners["ei_prob"] = appearance_ei_prob(partners["dark_pre"], partners["dark_post"], partners["ei_prob"], rule)
     out = cand.merge(partners, on="label", how="left")  # unpaired candidates keep pre = post = 0
     out["pre"] = out["pre"].fillna(0).astype(np.uint64)
     out["post"] = out["post"].fillna(0).astype(np.uint64)
