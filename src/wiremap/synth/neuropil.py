@@ -190,7 +190,9 @@ class _Grower:
     def grow_somata(self) -> None:
         cfg, rng = self.cfg, self.rng
         vol_um3 = float(np.prod(self.vol_hi)) / 1e9
-        n = rng.poisson(vol_um3 * cfg.somata_per_um3)
+        n = int(rng.poisson(vol_um3 * cfg.somata_per_um3))
+        if vol_um3 >= cfg.min_volume_for_soma_um3:
+            n = max(n, 1)
         for _ in range(int(n)):
             r = rng.uniform(*cfg.soma_radius_nm)
             for _try in range(20):

@@ -49,7 +49,7 @@ class TissueConfig(pydantic.BaseModel):
     # -- cells and wiring
     cell_types: dict[str, CellType] = pydantic.Field(default_factory=default_cell_types)  # neuron types
     connectivity: dict[str, dict[str, float]] = pydantic.Field(default_factory=default_connectivity)  # pre->post
-    neurons_per_um3: float = 6.0  # neurons (mostly with somata outside) contributing neurites
+    neurons_per_um3: float = 2.0  # neurons (mostly with somata outside) contributing neurites
     # -- packing
     margin_nm: float = 250.0  # world margin around the volume; neurites enter from there
     occupancy_cell_nm: float = 25.0  # grid used to keep neurites apart while growing
@@ -61,6 +61,7 @@ class TissueConfig(pydantic.BaseModel):
     astrocytes_per_um3: float = 0.05  # astrocytes sharing the glial processes
     # -- somata
     somata_per_um3: float = 0.03  # somata centred in the volume (scaled-down density so some fit)
+    min_volume_for_soma_um3: float = 20.0  # volumes at least this big get at least one soma
     soma_radius_nm: Range = (1000.0, 2500.0)  # soma radius range (2-5 um diameter)
     soma_site_spacing_nm: float = 500.0  # spacing of possible axo-somatic synapses
     cilium_probability: float = 0.5  # chance a soma carries a primary cilium

@@ -168,10 +168,10 @@ def carve_clefts(
 ) -> list[dict]:
     """Cut each synapse's cleft (a thin disc of extracellular voxels) between pre and post.
 
-    Only voxels of the pre cell, the post cell or extracellular space are cut.
-    A synapse is kept only if, afterwards, its cleft touches both the pre cell
-    (on the side the normal points away from) and the post cell; otherwise the
-    voxels are restored.  Returns one table row per kept synapse (ids from 1).
+    Only voxels of the pre cell's axon, the post cell or extracellular space
+    are cut.  A synapse is kept only if, afterwards, its cleft touches both the
+    pre cell (mostly its axon, on the side the normal points away from) and the
+    post cell; otherwise the voxels are restored.  Returns one table row per kept synapse (ids from 1).
     """
     rows: list[dict] = []
     shape = np.array(cells.shape)
@@ -208,7 +208,8 @@ def carve_clefts(
         post_side = shell & (c == s.post)
         along_full = np.broadcast_to(along, c.shape)
         if (not pre_side.any() or not post_side.any()
-                or along_full[pre_side].mean() >= along_full[post_side].mean()):
+                or along_full[pre_side].mean() >= along_full[post_side].mean()
+                or np.mean(compartments[sl][pre_side] == Compartment.AXON) < 0.9):
             c[cut] = old_c
             compartments[sl][cut] = old_k
             continue
