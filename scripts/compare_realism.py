@@ -231,7 +231,7 @@ def measure(image, pixel_nm, regions, min_area_nm2=2000.0):
         "p95": float(np.percentile(image, 95)),
         "ridge": R.membrane_fraction(R.dark_ridge_mask(image, pixel_nm)),
         "density": len(areas) / area_um2,
-        "area_median": float(np.median(areas)) if len(areas) else float("nan"),
+        "area_median_k": float(np.median(areas)) / 1e3 if len(areas) else float("nan"),
         "area_q1": float(np.percentile(areas, 25)) if len(areas) else float("nan"),
         "area_q3": float(np.percentile(areas, 75)) if len(areas) else float("nan"),
         "slope_low": R.spectral_slope(freq, power, LOW_BAND),
@@ -350,38 +350,35 @@ def figures(results, out: Path) -> None:
 
 
 ROWS = [
-    ("mean grey", "mean", "{:.0f}"),
-    ("std grey", "std", "{:.0f}"),
-    ("5th / 50th / 95th percentile", None, None),
-    ("membrane fraction (dark ridges)", "ridge", "{:.3f}"),
-    ("cross-sections per µm²", "density", "{:.1f}"),
-    ("median cross-section (nm²)", "area_median", "{:,.0f}"),
-    ("quartiles of cross-section (nm²)", None, None),
-    ("spectral slope 1/200-1/20 nm⁻¹", "slope_low", "{:.2f}"),
-    ("spectral slope 1/20 nm⁻¹-Nyquist", "slope_high", "{:.2f}"),
+    ("grey mean", "mean", "{:.0f}"),
+    ("grey std", "std", "{:.0f}"),
+    ("grey p5 / p50 / p95", None, None),
+    ("membrane fraction", "ridge", "{:.3f}"),
+    ("sections per µm²", "density", "{:.1f}"),
+    ("median area (10³ nm²)", "area_median_k", "{:.1f}"),
+    ("area quartiles (10³ nm²)", None, None),
+    ("slope low", "slope_low", "{:.2f}"),
+    ("slope high", "slope_high", "{:.2f}"),
 ]
 
 
 def table(results) -> str:
-    """Markdown table: one column per (data set, real / generator / toy)."""
-    cols = [(r, k) for r in results for k in KEYS if k in r]
-    head = "| statistic | " + " | ".join(f"{r['name']}: {LABELS[k]}" for r, k in cols) + " |"
-    lines = [head, "|---|" + "---:|" * len(cols)]
-    for label, key, fmt in ROWS:
-        cells = []
-        for r, k in cols:
+    """Markdown table: one row per (data set, real / generator / toy), one column per statistic."""
+    head = ["data set", "image"] + [label for label, _, _ in ROWS] + ["EMD to real", "spectrum gap"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in results:
+        for k in (k for k in KEYS if k in r):
             s = r[k]
-            if key is not None:
-                cells.append(fmt.format(s[key]))
-            elif label.startswith("5th"):
-                cells.append(f"{s['p5']:.0f} / {s['p50']:.0f} / {s['p95']:.0f}")
-            else:
-                cells.append(f"{s['area_q1']:,.0f}-{s['area_q3']:,.0f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for label, key in (("histogram distance to real (EMD, grey levels)", "emd"),
-                       ("spectrum gap to real (mean abs log10 ratio)", "spec_gap")):  # fmt: skip
-        cells = ["" if k == "real" else f"{r[k][key]:.2f}" for r, k in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            cells = [r["name"], LABELS[k]]
+            for label, key, fmt in ROWS:
+                if key is not None:
+                    cells.append("–" if np.isnan(s[key]) else fmt.format(s[key]))
+                elif label.startswith("grey p5"):
+                    cells.append(f"{s['p5']:.0f} / {s['p50']:.0f} / {s['p95']:.0f}")
+                else:
+                    cells.append(f"{s['area_q1'] / 1e3:,.1f}-{s['area_q3'] / 1e3:,.1f}")
+            cells += ["", ""] if k == "real" else [f"{s['emd']:.1f}", f"{s['spec_gap']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -431,10 +428,11 @@ def main() -> None:
             r[key] = s
         results.append(r)
     figures(results, args.out)
-    # one section for the README: 2 x 2 um at 4 nm, with a myelinated axon
-    tissue = toy_tissue((3, 512, 512), (30.0, 4.0, 4.0), args.seed + 1, myelinated=1)
+    # one section for the README: 3 x 3 um of a 4 x 4 x 30 nm volume
+    res = (30.0, 4.0, 4.0)
+    tissue = make_tissue((16, 768, 768), res, args.seed + 1) or toy_tissue((3, 768, 768), res, 1)
     img = render_em(tissue, RenderConfig(), seed=args.seed)
-    plt.imsave(args.out / "synth_section.png", img[1], cmap="gray", vmin=0, vmax=255)
+    plt.imsave(args.out / "synth_section.png", img[len(img) // 2], cmap="gray", vmin=0, vmax=255)
     write_markdown(results, time.time() - t0, args.out)
 
 
