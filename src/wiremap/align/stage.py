@@ -75,6 +75,15 @@ def _field_from_bytes(b: bytes) -> Field:
     return Field(d["data"], float(d["stride"]), (float(d["origin"][0]), float(d["origin"][1])))
 
 
+def load_fields(ws: Workspace) -> dict[int, Field]:
+    """The solved section fields (aligned pixel -> input-layer pixel), by section; blank sections have none."""
+    return {
+        int(key[len(FIELDS_PREFIX) : -len(".npz")]): _field_from_bytes(ws.read_bytes(key))
+        for key in ws.list(FIELDS_PREFIX)
+        if key.endswith(".npz")
+    }
+
+
 @dataclass(frozen=True)
 class RenderBlock:
     """Picklable block function: render the aligned sections of one block."""

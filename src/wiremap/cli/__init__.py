@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "wiremap.cli.workspace_cmds",
     "wiremap.cli.volume_cmds",
     "wiremap.cli.synth_cmds",
+    "wiremap.cli.align_cmds",
     "wiremap.cli.segment_cmds",
     "wiremap.cli.evaluate_cmds",
     "wiremap.cli.connectome_cmds",

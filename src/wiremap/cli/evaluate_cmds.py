@@ -98,5 +98,28 @@ def synapses(
     _report(ws, "synapses", figures)
 
 
+@evaluate_app.command("alignment")
+def alignment(workspace: Annotated[str, typer.Argument(help="Workspace directory or URL (synthetic tiles).")]) -> None:
+    """Residual (px) of the aligned stack against the simulator's true section maps."""
+    from wiremap.align.score import score_alignment
+
+    ws = Workspace.open(workspace)
+    overall, per_section = score_alignment(ws)
+    ws.write_table("evaluation/alignment_sections.parquet", per_section)
+    worst = per_section.sort_values("p95_px", ascending=False).head(3)
+    _report(
+        ws,
+        "alignment",
+        {
+            "residual_mean_px": overall.mean_px,
+            "residual_p95_px": overall.p95_px,
+            "residual_max_px": overall.max_px,
+            "points": overall.n,
+            "sections_scored": len(per_section),
+            "worst_sections": ", ".join(f"{int(r.section)} ({r.p95_px:.2f})" for r in worst.itertuples()),
+        },
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(evaluate_app, name="evaluate")

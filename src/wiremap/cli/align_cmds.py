@@ -1,0 +1,57 @@
+"""``wiremap stitch`` and ``wiremap align``: tiles -> montaged sections -> aligned volume."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wiremap.workspace import Workspace
+
+console = Console()
+
+
+def stitch(
+    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL with tiles/.")],
+    output: Annotated[str, typer.Option(help="Montage layer to write.")] = "montage",
+    overwrite: Annotated[bool, typer.Option(help="Replace the output layer if it exists.")] = False,
+) -> None:
+    """Montage each section's tiles (match overlaps, elastic tile meshes, intensity correction)."""
+    from wiremap.align.stage import stitch_stage
+
+    ws = Workspace.open(workspace)
+    with console.status("stitching sections"):
+        summary = stitch_stage(ws, output, overwrite=overwrite)
+    attention = summary["attention"]
+    console.print(
+        f"stitched {summary['sections']} sections into layer {output!r}; "
+        f"sections needing attention: {attention or 'none'} (table montage_qc)"
+    )
+
+
+def align(
+    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
+    input: Annotated[str, typer.Option("--input", help="Image layer to align (any uint8 stack).")] = "montage",
+    output: Annotated[str, typer.Option(help="Aligned layer to write.")] = "aligned",
+    executor: Annotated[str, typer.Option(help="serial, processes or dask.")] = "processes",
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace the output layer if it exists.")] = False,
+) -> None:
+    """Align sections: coarse then dense flow, elastic mesh, blockwise render; QC under qc/."""
+    from wiremap.align.stage import align_stage
+
+    ws = Workspace.open(workspace)
+    with console.status("aligning sections"):
+        summary = align_stage(ws, input, output, executor=executor, workers=workers, overwrite=overwrite)
+    console.print(
+        f"aligned {summary['sections']} sections into layer {output!r}: mean match residual "
+        f"{summary['residual_mean_px']:.3f} px; blank {summary['blank'] or 'none'}, "
+        f"failed {summary['failed'] or 'none'}, "
+        f"attention {summary['attention'] or 'none'} (table align_qc, plot qc/align_residuals.png)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(stitch)
+    app.command()(align)
