@@ -24,6 +24,7 @@ CLEAN = dict(
     grain_contrast=0.0,
     cloud_contrast=0.0,
     cell_gray_jitter=0.0,
+    speckle_contrast=0.0,
 )
 
 
@@ -138,6 +139,27 @@ def test_compartment_grey_levels_are_ordered():
         }.items()
     }
     assert mean["myelin"] + 20 < mean["mito"] < mean["axon"] - 20 < mean["glia"] - 25
+
+
+def test_nucleus_envelope_and_glycogen():
+    # one soma (left) with a round nucleus, one glial cell (right)
+    cells = np.ones((3, 96, 192), np.uint64)
+    cells[:, :, 96:] = 2
+    comp = np.where(cells == 1, Compartment.SOMA, Compartment.GLIA).astype(np.uint8)
+    yy, xx = np.mgrid[0:96, 0:192]
+    r = np.hypot(yy - 48, xx - 48)
+    t = make_tissue(cells, comp=comp)
+    t.nuclei = np.broadcast_to(r < 30, cells.shape).copy()
+    quiet = RenderConfig(noise_gray=0, organelle_density=0, glycogen_density=0)
+    img = render_em(t, quiet, 0).astype(float)
+    envelope = np.abs(r - 30) < 1.5
+    assert img[1][envelope].mean() < img[1][r < 12].mean() - 40
+    assert img[1][envelope].mean() < img[1][(r > 36) & (xx < 90)].mean() - 40
+    # glycogen granules darken glia only
+    glyco = render_em(t, quiet.model_copy(update={"glycogen_density": 300.0}), 0).astype(float)
+    glia = (cells[1] == 2) & (xx > 100)
+    assert glyco[1][glia].mean() < img[1][glia].mean() - 3
+    np.testing.assert_array_equal(glyco[1][xx < 90], img[1][xx < 90])
 
 
 def _post_profile(img, x0, step):

@@ -459,6 +459,8 @@ def _render_section(
     px = (res_y, res_x)
     pxm = 0.5 * (res_y + res_x)
     px_um2 = res_y * res_x * 1e-6
+    # one stream per feature: switching a feature off leaves the others unchanged
+    r_tex, r_mt, r_speck, r_org, r_gly, r_mito, r_nuc = rng.spawn(7)
     cells = tissue.cells[k]
     comp = np.minimum(tissue.compartments[k], 5).astype(np.intp)
     myelin = tissue.myelin[k].astype(bool)
@@ -491,8 +493,8 @@ def _render_section(
     img = np.where(incell, lut[comp] + jitter, np.float32(c.extracellular_gray))
 
     # texture: fine grain and clouds (half strength outside cells)
-    grain = _smooth_noise(rng, shape, c.grain_nm / pxm)
-    cloud = _smooth_noise(rng, shape, c.cloud_nm / pxm)
+    grain = _smooth_noise(r_tex, shape, c.grain_nm / pxm)
+    cloud = _smooth_noise(r_tex, shape, c.cloud_nm / pxm)
     tex_w = np.where(incell, np.float32(1.0), np.float32(0.5))
     img += tex_w * (c.grain_contrast * grain + c.cloud_contrast * cloud)
 
@@ -500,34 +502,34 @@ def _render_section(
     if c.microtubule_contrast > 0 and neurite.any():
         phase = _gather(ids, seed, 2, ren) * np.float32(8192.0)
         across = -sin_c[ren] * x_nm + cos_c[ren] * y_nm + phase
-        streak = _stripes(across, rng, c.microtubule_spacing_nm, c.microtubule_width_nm)
+        streak = _stripes(across, r_mt, c.microtubule_spacing_nm, c.microtubule_width_nm)
         weight = np.clip((elong_c - 0.3) / 0.4, 0.0, 1.0)[ren] * neurite
         broken = np.clip(0.6 + 0.8 * cloud, 0.0, 1.0)  # streaks come and go along their length
         img *= 1.0 - np.float32(c.microtubule_contrast) * streak * weight * broken
 
     dark = np.zeros(shape, np.float32)  # darkening sprites (fraction of local grey)
     if c.speckle_contrast > 0:
-        speck = _smooth_noise(rng, shape, c.speckle_nm / pxm) - np.float32(c.speckle_threshold)
+        speck = _smooth_noise(r_speck, shape, c.speckle_nm / pxm) - np.float32(c.speckle_threshold)
         np.clip(speck * np.float32(c.speckle_contrast), 0.0, 0.8, out=dark)
         dark *= incell
     # small dark rings in neuronal cytoplasm; glycogen granules in glia
     plain = incell & ~glia & ~has_mito & ~nuc
-    cy, cx = _random_pixels(rng, plain, c.organelle_density, px_um2)
+    cy, cx = _random_pixels(r_org, plain, c.organelle_density, px_um2)
     if len(cy):
-        r_nm = rng.uniform(*c.organelle_radius_nm, len(cy))
-        asp = rng.uniform(0.7, 1.0, len(cy))
+        r_nm = r_org.uniform(*c.organelle_radius_nm, len(cy))
+        asp = r_org.uniform(0.7, 1.0, len(cy))
         _stamp(
             dark,
             cy,
             cx,
             (r_nm / res_y).astype(np.float32),
             (r_nm * asp / res_x).astype(np.float32),
-            rng.uniform(0, math.pi, len(cy)),
-            (c.organelle_contrast * rng.uniform(0.5, 1.0, len(cy))).astype(np.float32),
+            r_org.uniform(0, math.pi, len(cy)),
+            (c.organelle_contrast * r_org.uniform(0.5, 1.0, len(cy))).astype(np.float32),
             wall=max(c.vesicle_wall_nm / pxm, 0.8),
             allowed=plain,
         )
-    cy, cx = _random_pixels(rng, glia & ~has_mito, c.glycogen_density, px_um2)
+    cy, cx = _random_pixels(r_gly, glia & ~has_mito, c.glycogen_density, px_um2)
     if len(cy):
         rr = np.full(len(cy), c.glycogen_radius_nm / pxm, np.float32)
         _stamp(
@@ -568,7 +570,7 @@ def _render_section(
         cos_m, sin_m, _, ren_m, ids_m = _label_axes(mito, y_nm, x_nm)
         along = cos_m[ren_m] * x_nm + sin_m[ren_m] * y_nm + _gather(ids_m, seed, 3, ren_m) * 4096
         along += np.float32(0.3 * c.cristae_spacing_nm) * cloud  # wavy cristae
-        cristae = _stripes(along, rng, c.cristae_spacing_nm, c.cristae_width_nm)
+        cristae = _stripes(along, r_mito, c.cristae_spacing_nm, c.cristae_width_nm)
         m_img = (c.mito_gray + 0.6 * c.grain_contrast * grain) * (1 - c.cristae_contrast * cristae)
         img = np.where(has_mito, m_img, img)
         band = _band(_edges(mito), px, c.mito_membrane_thickness_nm) * (has_mito | incell)
@@ -576,7 +578,7 @@ def _render_section(
 
     # nuclei: chromatin clumps, heterochromatin along the envelope, dark envelope
     if nuc.any():
-        chrom = _smooth_noise(rng, shape, c.chromatin_nm / pxm)
+        chrom = _smooth_noise(r_nuc, shape, c.chromatin_nm / pxm)
         depth = edt.edt(nuc, anisotropy=px, black_border=False)
         hetero = np.exp(-depth / 60.0).astype(np.float32)
         n_img = c.nucleus_gray + c.chromatin_contrast * (chrom - 1.5 * hetero) + 0.6 * c.grain_contrast * grain
