@@ -428,11 +428,13 @@ def main() -> None:
             r[key] = s
         results.append(r)
     figures(results, args.out)
-    # one section for the README: 3 x 3 um of a 4 x 4 x 30 nm volume
+    # one section for the README: 4 x 4 um of a 4 x 4 x 30 nm block big enough
+    # (24 um^3) for the generator to place a soma and a myelinated axon
     res = (30.0, 4.0, 4.0)
-    tissue = make_tissue((16, 768, 768), res, args.seed + 1) or toy_tissue((3, 768, 768), res, 1)
+    tissue = make_tissue((48, 1024, 1024), res, 2) or toy_tissue((3, 768, 768), res, 1, myelinated=1)
     img = render_em(tissue, RenderConfig(), seed=args.seed)
-    plt.imsave(args.out / "synth_section.png", img[len(img) // 2], cmap="gray", vmin=0, vmax=255)
+    k = int(np.argmax((tissue.nuclei | tissue.myelin).sum(axis=(1, 2)))) if len(img) > 3 else 1
+    plt.imsave(args.out / "synth_section.png", img[k], cmap="gray", vmin=0, vmax=255)
     write_markdown(results, time.time() - t0, args.out)
 
 

@@ -162,6 +162,21 @@ def test_nucleus_envelope_and_glycogen():
     np.testing.assert_array_equal(glyco[1][xx < 90], img[1][xx < 90])
 
 
+def test_sections_mix_a_little_across_z():
+    # a boundary only in the middle section: the slab PSF shows a faint copy next door
+    cells = np.ones((3, 64, 64), np.uint64)
+    cells[1, :, 32:] = 2
+    t = make_tissue(cells)
+    mixed = render_em(t, RenderConfig(**CLEAN), 0).astype(float)
+    sharp = render_em(t, RenderConfig(**dict(CLEAN, psf_sigma_z_nm=0.0)), 0).astype(float)
+    w = RenderConfig().psf_sigma_z_nm
+    assert w > 0
+    for img, lo, hi in ((mixed, 2, 40), (sharp, -1, 1)):
+        ghost = img[0, :, 30:34].mean() - img[0, :, 5:20].mean()
+        assert -hi < ghost < -lo
+    assert mixed[1, :, 30:34].mean() > sharp[1, :, 30:34].mean() + 5  # and the original fades
+
+
 def _post_profile(img, x0, step):
     """Mean grey level along x from the cleft edge ``x0`` into one cell (rows across the cleft)."""
     xs = x0 + step * np.arange(20)

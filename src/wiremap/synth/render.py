@@ -87,7 +87,7 @@ class RenderConfig(pydantic.BaseModel):
     cristae_width_nm: float = 8.0  # width of one crista membrane
     cristae_contrast: float = 0.45  # darkening at a crista (fraction of matrix grey)
     chromatin_contrast: float = 20.0  # std of chromatin clumps in nuclei (grey levels)
-    chromatin_nm: float = 30.0  # size of the chromatin clumps
+    chromatin_nm: float = 15.0  # size of the chromatin clumps
     myelin_period_nm: float = 12.0  # period of the myelin lamellae
     myelin_contrast: float = 10.0  # amplitude of the lamellae (grey levels)
     glycogen_density: float = 60.0  # glycogen granules in glia, per um^2
