@@ -29,6 +29,10 @@ def status(workspace: Annotated[str, typer.Argument(help="Directory or URL of th
     console.print(f"workspace [bold]{ws.config.name}[/bold] at {ws.url}")
     layers = Table("layer", "kind", "dtype", "shape (z, y, x)", "resolution nm", "scales", title="layers")
     for name in ws.layers():
+        raw_info = ws.read_json(f"{ws.layer_key(name)}/info")
+        if "scales" not in raw_info:  # annotations (synapses), not a volume
+            layers.add_row(name, str(raw_info.get("annotation_type", raw_info.get("@type", "?"))).lower(), "", "", "", "")
+            continue
         info = Layer(ws, name).info
         layers.add_row(
             name,
@@ -49,9 +53,17 @@ def status(workspace: Annotated[str, typer.Argument(help="Directory or URL of th
     for st in ws.stage_status():
         stages.add_row(st.stage, f"[{colour[st.state]}]{st.state}", st.finished or "", st.reason)
     console.print(stages)
-    for key in ws.list("qc/"):
-        if key.endswith("summary.json"):
-            console.print(f"quality control: {key}: {ws.read_json(key)}")
+    for table_name, axis in (("montage_qc", "section"), ("align_qc", "z")):
+        if ws.has_table(table_name):
+            qc = ws.read_table(table_name)
+            flagged = qc.loc[qc["attention"], axis].tolist()
+            console.print(
+                f"{table_name}: {len(qc)} sections, {len(flagged)} flagged for attention"
+                + (f": {flagged}" if flagged else "")
+            )
+    for key in ws.list("evaluation/"):
+        if key.endswith(".json"):
+            console.print(f"scores in {key}")
 
 
 def register(app: typer.Typer) -> None:
