@@ -31,7 +31,9 @@ def status(workspace: Annotated[str, typer.Argument(help="Directory or URL of th
     for name in ws.layers():
         raw_info = ws.read_json(f"{ws.layer_key(name)}/info")
         if "scales" not in raw_info:  # annotations (synapses), not a volume
-            layers.add_row(name, str(raw_info.get("annotation_type", raw_info.get("@type", "?"))).lower(), "", "", "", "")
+            layers.add_row(
+                name, str(raw_info.get("annotation_type", raw_info.get("@type", "?"))).lower(), "", "", "", ""
+            )
             continue
         info = Layer(ws, name).info
         layers.add_row(
