@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
@@ -277,6 +278,11 @@ KEYS = ("real", "gen", "toy")
 LABELS = {"real": "real", "gen": "synthetic (generator)", "toy": "synthetic (toy)"}
 
 
+def _to_grey(path: Path) -> None:
+    """Rewrite a grey-only RGBA figure as 8-bit grey: a third of the size."""
+    Image.open(path).convert("L").save(path, optimize=True)
+
+
 def _crop(a, n):
     return a[: min(n, a.shape[0]), : min(n, a.shape[1])]
 
@@ -297,6 +303,7 @@ def figures(results, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "realism_sections.png", dpi=90)
     plt.close(fig)
+    _to_grey(out / "realism_sections.png")
 
     fig, ax = plt.subplots(1, n, figsize=(4.5 * n, 3.2))
     for i, r in enumerate(results):
@@ -434,7 +441,7 @@ def main() -> None:
     tissue = make_tissue((48, 1024, 1024), res, 2) or toy_tissue((3, 768, 768), res, 1, myelinated=1)
     img = render_em(tissue, RenderConfig(), seed=args.seed)
     k = int(np.argmax((tissue.nuclei | tissue.myelin).sum(axis=(1, 2)))) if len(img) > 3 else 1
-    plt.imsave(args.out / "synth_section.png", img[k], cmap="gray", vmin=0, vmax=255)
+    Image.fromarray(img[k]).save(args.out / "synth_section.png", optimize=True)
     write_markdown(results, time.time() - t0, args.out)
 
 
