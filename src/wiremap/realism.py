@@ -150,12 +150,13 @@ def cross_section_areas(
     labellings have slivers that are no neurite).
     """
     lab = _as_stack(labels, "labels")
-    py, px = (pixel_nm, pixel_nm) if np.isscalar(pixel_nm) else pixel_nm  # type: ignore[misc]
+    yx = np.broadcast_to(np.asarray(pixel_nm, dtype=float), (2,))
+    px_area = float(yx[0] * yx[1])
     areas = []
     for sec in lab:
         cc = cc3d.connected_components(sec, connectivity=4)
         cnt = np.bincount(cc.ravel().astype(np.intp))[1:]
-        areas.append(cnt[cnt > 0] * float(py) * float(px))
+        areas.append(cnt[cnt > 0] * px_area)
     a = np.concatenate(areas) if areas else np.empty(0)
     return a[a >= min_area_nm2]
 

@@ -35,6 +35,7 @@ import pydantic
 from scipy import ndimage as ndi
 
 from wiremap.errors import InputError
+from wiremap.realism import boundary_mask
 from wiremap.synth.model import Compartment, Tissue
 
 __all__ = ["RenderConfig", "render_em"]
@@ -189,18 +190,6 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: fl
     sd = float(n.std())
     n /= sd if sd > 0 else 1.0
     return n
-
-
-def _edges(lab: np.ndarray) -> np.ndarray:
-    """Pixels with a 4-neighbour of a different label (both sides of every boundary)."""
-    b = np.zeros(lab.shape, dtype=bool)
-    dy = lab[1:, :] != lab[:-1, :]
-    dx = lab[:, 1:] != lab[:, :-1]
-    b[1:, :] |= dy
-    b[:-1, :] |= dy
-    b[:, 1:] |= dx
-    b[:, :-1] |= dx
-    return b
 
 
 def _band(edge: np.ndarray, px_nm: tuple[float, float], width_nm: float) -> np.ndarray:
@@ -573,7 +562,7 @@ def _render_section(
         cristae = _stripes(along, r_mito, c.cristae_spacing_nm, c.cristae_width_nm)
         m_img = (c.mito_gray + 0.6 * c.grain_contrast * grain) * (1 - c.cristae_contrast * cristae)
         img = np.where(has_mito, m_img, img)
-        band = _band(_edges(mito), px, c.mito_membrane_thickness_nm) * (has_mito | incell)
+        band = _band(boundary_mask(mito), px, c.mito_membrane_thickness_nm) * (has_mito | incell)
         img += band * (np.float32(c.membrane_gray) - img)
 
     # nuclei: chromatin clumps, heterochromatin along the envelope, dark envelope
@@ -583,7 +572,7 @@ def _render_section(
         hetero = np.exp(-depth / 60.0).astype(np.float32)
         n_img = c.nucleus_gray + c.chromatin_contrast * (chrom - 1.5 * hetero) + 0.6 * c.grain_contrast * grain
         img = np.where(nuc, n_img, img)
-        band = _band(_edges(nuc), px, c.nuclear_envelope_thickness_nm)
+        band = _band(boundary_mask(nuc), px, c.nuclear_envelope_thickness_nm)
         img += band * (np.float32(c.membrane_gray) - img)
 
     # myelin: very dark, with lamellae parallel to the sheath
@@ -597,7 +586,7 @@ def _render_section(
     # plasma membranes at every boundary between cells / extracellular space / myelin
     lab = cells.copy()
     lab[myelin] = np.iinfo(lab.dtype).max
-    band = _band(_edges(lab), px, c.membrane_thickness_nm)
+    band = _band(boundary_mask(lab), px, c.membrane_thickness_nm)
     mem = np.float32(c.membrane_gray) * (1.0 + 0.15 * grain)
     img += band * (mem - img)
 
