@@ -133,6 +133,13 @@ def _morton(positions: np.ndarray) -> np.ndarray:
     return code
 
 
+def _nondegenerate(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Faces whose three (quantised) corners are distinct points."""
+    v = vertices[faces]
+    same = (v[:, 0] == v[:, 1]).all(1) | (v[:, 1] == v[:, 2]).all(1) | (v[:, 0] == v[:, 2]).all(1)
+    return faces[~same]
+
+
 def encode_multires(
     mesh: TriMesh,
     num_lods: int,
@@ -156,15 +163,16 @@ def encode_multires(
     for k, lod in enumerate(lod_meshes):
         size = chunk_shape * 2**k
         pieces = zmesh.chunk_mesh(zmesh.Mesh(lod.vertices.astype(np.float32), lod.faces, None), size, tuple(lo))
-        keys = [key for key, piece in pieces.items() if len(piece.faces)]
-        positions = np.array(keys, np.int64).reshape(-1, 3)
-        positions = np.clip(positions, 0, None)
+        quantized = {}
+        for key, piece in pieces.items():
+            position = np.clip(np.array(key, np.int64), 0, None)
+            q = _quantize(piece.vertices.astype(np.float64), lo + position * size, size)
+            faces = _nondegenerate(q, piece.faces.astype(np.uint32))
+            if len(faces):  # Draco refuses pieces whose triangles all collapsed in quantisation
+                quantized[tuple(position)] = (q, faces)
+        positions = np.array(list(quantized), np.int64).reshape(-1, 3)
         order = np.argsort(_morton(positions), kind="stable")
-        blobs = []
-        for j in order:
-            piece = pieces[keys[j]]
-            q = _quantize(piece.vertices.astype(np.float64), lo + positions[j] * size, size)
-            blobs.append(DracoPy.encode(q, piece.faces.astype(np.uint32), compression_level=4))
+        blobs = [DracoPy.encode(*quantized[tuple(positions[j])], compression_level=4) for j in order]
         per_lod.append((positions[order], blobs))
     header.append(np.array([len(b) for _, b in per_lod], "<u4").tobytes())
     for positions, blobs in per_lod:
