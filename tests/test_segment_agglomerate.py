@@ -63,7 +63,8 @@ def test_region_edges_across_lower_face():
     assert edges["aff_sum"].tolist() == pytest.approx([0.2])
 
 
-def test_mutex_agglomeration_threshold_and_cleanup():
+@pytest.mark.parametrize("method", ["mean", "mutex"])
+def test_agglomeration_threshold_and_cleanup(method):
     sizes = pd.DataFrame({"id": np.array([1, 2, 3, 4], np.uint64), "size": [100, 100, 100, 3]})
     edges = pd.DataFrame(
         {
@@ -73,9 +74,9 @@ def test_mutex_agglomeration_threshold_and_cleanup():
             "count": [10, 10, 1],
         }
     )
-    table = agg.agglomerate(sizes, edges, threshold=0.5)
+    table = agg.agglomerate(sizes, edges, threshold=0.5, method=method)
     assert table["segment_id"].tolist() == [1, 1, 2, 3]
-    cleaned = agg.agglomerate(sizes, edges, threshold=0.5, min_size=10)
+    cleaned = agg.agglomerate(sizes, edges, threshold=0.5, min_size=10, method=method)
     assert cleaned["segment_id"].tolist() == [1, 1, 2, 2]  # the 3-voxel piece joins its only neighbour
 
 
@@ -89,6 +90,24 @@ def test_segment_volume_recovers_cells_from_perfect_affinities():
     assert len(table) >= table["segment_id"].nunique() >= 10
     assert (agg.relabel(svs, table) == seg).all()
     assert seg.min() >= 1  # every voxel belongs to a segment
+
+
+def test_mean_agglomeration_reaverages_after_merges():
+    # 1-2 merge first (0.9); then {1,2}-3 averages 0.6 over 4 contacts + 0.2 over 4 -> 0.4 < 0.5: no merge,
+    # although the single edge 1-3 alone (0.6) is above the threshold
+    sizes = pd.DataFrame({"id": np.array([1, 2, 3], np.uint64), "size": [100, 100, 100]})
+    edges = pd.DataFrame(
+        {
+            "u": np.array([1, 1, 2], np.uint64),
+            "v": np.array([2, 3, 3], np.uint64),
+            "aff_sum": [9.0, 2.4, 0.8],
+            "count": [10, 4, 4],
+        }
+    )
+    assert agg.agglomerate(sizes, edges, threshold=0.5)["segment_id"].tolist() == [1, 1, 2]
+    links = pd.DataFrame({"u": np.array([3], np.uint64), "v": np.array([2], np.uint64), "count": [3]})
+    stitched = agg.agglomerate(sizes, edges, threshold=0.5, links=links)  # a face cut: merged first
+    assert stitched["segment_id"].tolist() == [1, 1, 1]
 
 
 def test_relabel_unknown_ids_become_background():

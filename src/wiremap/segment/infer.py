@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -67,6 +68,7 @@ def default_model_path(variant: str) -> Path:
 def save_model(path: str | Path, network: UNet3D, meta: dict) -> None:
     """Write ``{config, state_dict, meta}`` with torch.save (loadable with ``weights_only``)."""
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    meta = json.loads(json.dumps(meta, default=float))  # plain JSON types only: loadable with weights_only
     torch.save(
         {"format": "wiremap-segment-1", "config": network.config.to_dict(), "state_dict": state, "meta": meta}, path
     )

@@ -65,6 +65,7 @@ class SegmentConfig(StrictModel):
     block_shape: tuple[int, int, int] | None = None  # voxels (z, y, x); None: the model's default
     roi: str | None = None  # "z0:z1,y0:y1,x0:x1" to segment part of the volume; None: all of it
     threshold: float | None = Field(default=None, gt=0, lt=1)  # merge when mean affinity exceeds it; None: the model's
+    method: str = Field(default="mean", pattern="^(mean|mutex)$")  # agglomeration: waterz-style mean or mutex
     min_size: int = Field(default=64, ge=0)  # segments smaller than this (voxels) join their best neighbour
     device: str | None = None  # "cpu", "cuda"; None: CUDA when present
     resolution_tolerance: float = Field(default=2.0, ge=1)  # allowed ratio between layer and model voxel size
@@ -136,6 +137,7 @@ class PredictBlock:
     device: str | None
     threads: int
     total_roi: Roi
+    seed_radius_nm: float | None = None
     overlap: int = 8
 
     def __call__(self, block: Block) -> None:
@@ -156,6 +158,7 @@ class PredictBlock:
         local = agg.fragments(
             affs[(slice(0, 3), *grown.to_slices(relative_to=block.read_roi))].astype(np.float32) / 255.0,
             resolution_nm=self.resolution_nm,
+            seed_radius_nm=self.seed_radius_nm,
         )
         svs = agg.supervoxel_ids(local, block.block_id)
         core = w.to_slices(relative_to=grown)
@@ -342,7 +345,10 @@ def run_segment(
     run = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
 
     t = time.perf_counter()
-    predict = PredictBlock(ws.url, config.input, model.source, lo, hi, info.resolution_nm, config.device, threads, roi)
+    seed_radius = model.meta.get("seed_radius_nm")
+    predict = PredictBlock(
+        ws.url, config.input, model.source, lo, hi, info.resolution_nm, config.device, threads, roi, seed_radius
+    )
     report = run_blockwise(BlockTask("segment-predict", ws.url, grid, predict), **run)  # type: ignore[arg-type]
     seconds["predict"] = time.perf_counter() - t
 
@@ -355,7 +361,9 @@ def run_segment(
     sizes = pd.concat([ws.read_table(f"{GRAPH_PREFIX}{b.block_id}-sizes.parquet") for b in plain.blocks()])
     links = pd.concat([ws.read_table(f"{GRAPH_PREFIX}{b.block_id}-links.parquet") for b in plain.blocks()])
     threshold = config.threshold or float(model.meta.get("threshold", 0.5))
-    table = agg.agglomerate(sizes, edges, threshold=threshold, min_size=config.min_size, links=links)
+    table = agg.agglomerate(
+        sizes, edges, threshold=threshold, min_size=config.min_size, links=links, method=config.method
+    )
     ws.write_table(TABLE, table)
     seconds["agglomerate"] = time.perf_counter() - t
 
