@@ -84,6 +84,7 @@ def run_demo(path: Path, shape: tuple[int, int, int], seed: int) -> int:
     step("build the connectome", "connectome", "build", ws_url)
     step("excitatory neurons with the most inputs", "query", ws_url, "neurons", "--ei", "E", "--limit", "5")
     step("strongest connections", "query", ws_url, "adjacencies", "--limit", "5")
+    step("prepare the viewer (URL below is live while `wiremap view` runs)", "view", ws_url, "--no-serve")
     step("status", "status", ws_url)
     _summary(Workspace.open(ws_url), step.seconds, time.perf_counter() - started)
     return 0
@@ -115,7 +116,7 @@ def _summary(ws: Workspace, seconds: dict[str, float], total: float) -> None:
     console.print(f"  scores:           {root / 'evaluation'}")
     console.print(f"  connectome:       {root / 'connectome.duckdb'} and {root / 'tables'}")
     console.print(f"  ask it:           .venv/bin/wiremap query {root} neurons --ei E")
-    console.print(f"  browse it:        .venv/bin/wiremap view {root}   (prints a Neuroglancer URL)")
+    console.print(f"  browse it:        .venv/bin/wiremap view {root}   (serves it and prints the Neuroglancer URL)")
 
 
 if __name__ == "__main__":
