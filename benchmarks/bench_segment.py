@@ -75,9 +75,11 @@ def gala_accuracy(tmp: Path) -> dict:
     train_img, train_lab = d["train_image"], d["train_labels"]
     lo, hi = intensity_percentiles(train_img)
     affs = np.round(predict_affinities(model, train_img, lo, hi)[:3] * 255) / 255
-    svs = agg.supervoxel_ids(agg.fragments(affs, resolution_nm=GALA_RES), 0)
+    svs = agg.supervoxel_ids(
+        agg.fragments(affs, resolution_nm=GALA_RES, seed_radius_nm=model.meta.get("seed_radius_nm")), 0
+    )
     edges, sizes = agg.region_edges(svs, affs, (False,) * 3), agg.fragment_sizes(svs)
-    thresholds = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    thresholds = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
     best_t, train_ours = _best(
         thresholds,
         lambda t: score(agg.relabel(svs, agg.agglomerate(sizes, edges, threshold=t, min_size=64)), train_lab),
@@ -91,7 +93,7 @@ def gala_accuracy(tmp: Path) -> dict:
     test_img, test_lab = d["test_image"], d["test_labels"]
     ws = Workspace.create(str(tmp / "gala"))
     write_volume(ws, "aligned", test_img, resolution_nm=GALA_RES)
-    run_segment(ws, SegmentConfig(threshold=best_t, block_shape=(32, 64, 128)), executor="serial", progress=False)
+    run_segment(ws, SegmentConfig(threshold=best_t), executor="serial", progress=False)
     ours = score(Layer(ws, "segmentation").read(), test_lab)
     lo, hi = intensity_percentiles(test_img)
     affs_t = np.round(predict_affinities(model, test_img, lo, hi)[:3] * 255) / 255

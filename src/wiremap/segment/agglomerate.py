@@ -184,6 +184,7 @@ def agglomerate(
     links: pd.DataFrame | None = None,
     link_fraction: float = 0.5,
     method: str = "mean",
+    min_contact: int = 0,
 ) -> pd.DataFrame:
     """Supervoxel -> segment table (``supervoxel_id, segment_id, size``).
 
@@ -191,6 +192,8 @@ def agglomerate(
     repeatedly merge the pair with the highest mean affinity over their whole
     contact, re-averaging after each merge, while it exceeds ``threshold``) or
     ``"mutex"`` (mutex watershed over the static edges via ``mwatershed``).
+    ``min_contact``: (mean only) pairs touching on fewer voxel faces are not
+    merged on affinity, since a mean over a tiny contact is noise.
 
     ``links`` (``u, v, count``) are face-stitching votes: voxels where the blocks
     on both sides of a face saw ``u`` and ``v`` as one fragment.  A pair whose
@@ -218,7 +221,7 @@ def agglomerate(
         score = np.where(stitched, 2.0, score)  # before every affinity-based decision
     if method == "mean":
         root = _mean_agglomeration(
-            n, ui, vi, edges["aff_sum"].to_numpy(), edges["count"].to_numpy(), score > 1.0, threshold
+            n, ui, vi, edges["aff_sum"].to_numpy(), edges["count"].to_numpy(), score > 1.0, threshold, min_contact
         )
     elif method == "mutex":
         order = np.lexsort((vi, ui, -np.abs(score)))  # strongest first, ties by ids (deterministic)
@@ -247,6 +250,7 @@ def _mean_agglomeration(
     count: np.ndarray,
     stitched: np.ndarray,
     threshold: float,
+    min_contact: int = 0,
 ) -> np.ndarray:
     """Hierarchical mean-affinity agglomeration (waterz's rule) with a lazy-deletion heap.
 
@@ -292,6 +296,8 @@ def _mean_agglomeration(
         e = adj[a].get(b)
         if e is None or abs(-neg - e[0] / max(e[1], 1)) > 1e-12:
             continue  # stale entry: merged away or re-averaged since
+        if e[1] < min_contact:
+            continue  # too small a contact to trust its mean (re-pushed if it grows by a merge)
         r = merge(a, b)
         for w, f in adj[r].items():
             heapq.heappush(heap, (-f[0] / max(f[1], 1), min(r, w), max(r, w)))
