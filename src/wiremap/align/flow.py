@@ -250,3 +250,40 @@ def clean_flow(field: Field, max_deviation: float = 2.0, min_neighbours: int = 2
     dev = np.linalg.norm(d - med, axis=0)
     bad = ~(dev <= max_deviation) | (count < min_neighbours)
     return field.with_data(np.where(bad[None], np.nan, d))
+
+
+def shift_candidates(fixed: np.ndarray, moving: np.ndarray, max_shift: float, *, k: int = 3,
+                     whiten: float = 0.3) -> list[tuple[np.ndarray, float]]:
+    """The ``k`` best translations ``(dy, dx)`` (``moving(p + d) ~ fixed(p)``) within
+    ``max_shift`` px over whole images, each with its correlation relative to the best.
+
+    Between different sections the best whole-image peak is sometimes a false one
+    (a periodic structure, tile seams); the caller verifies each candidate with a
+    patch flow and keeps the one most patches agree with.  Images are zero-padded
+    to twice their size, so the correlation does not wrap around.
+    """
+    h = min(fixed.shape[0], moving.shape[0])
+    w = min(fixed.shape[1], moving.shape[1])
+    py, px = 2 * h, 2 * w
+    win = np.outer(np.hanning(h + 2)[1:-1], np.hanning(w + 2)[1:-1]).astype(np.float32)
+    a = np.asarray(fixed[:h, :w], np.float32)
+    b = np.asarray(moving[:h, :w], np.float32)
+    fa = scipy.fft.rfft2((a - a.mean()) * win, s=(py, px), workers=2)
+    fb = scipy.fft.rfft2((b - b.mean()) * win, s=(py, px), workers=2)
+    x = np.conj(fa) * fb
+    if whiten > 0:
+        x /= np.abs(x) ** whiten + 1e-6
+    c = scipy.fft.irfft2(x, s=(py, px), workers=2)
+    r = int(min(max_shift, h - 2, w - 2))
+    iy, ix = np.arange(-r, r + 1) % py, np.arange(-r, r + 1) % px
+    c = c[np.ix_(iy, ix)]
+    from scipy import ndimage
+
+    peaks = (c == ndimage.maximum_filter(c, size=5, mode="nearest")) & (c > 0)
+    ys, xs = np.nonzero(peaks)
+    if len(ys) == 0:
+        return [(np.zeros(2), 0.0)]
+    order = np.argsort(-c[ys, xs])[:k]
+    best = float(c[ys[order[0]], xs[order[0]]])
+    return [(np.array([ys[i] - r, xs[i] - r], np.float64), float(c[ys[i], xs[i]]) / best)
+            for i in order]

@@ -2,8 +2,12 @@
 
 * ``alignment_table(results)``: one row per section (``stack.SectionAlignment``):
   status, what it was matched to, match count/fraction, residual (mean and p95
-  of relaxed-vs-measured flow at the last round, px), fold share, smallest mesh
-  Jacobian, flags, and ``attention`` (True when an operator should look).
+  of relaxed-vs-measured flow at the last round, px: between *different*
+  sections ~0.5-1 px is normal, it is the content's own change), fold share,
+  smallest mesh Jacobian, the neighbours whose candidates were combined and
+  how far they disagreed, whether the field is a fallback affine, flags, and
+  ``attention`` (True when an operator should look: blank, failed, fallback,
+  disagreeing neighbours, few matches, a folded mesh, a large residual).
 * ``montage_table(reports)``: the same for stitching (``montage.MontageReport``).
 * ``plot_residuals(table, path)``: PNG of residual vs section index, blank and
   flagged sections marked.
@@ -23,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 
-def alignment_table(results: Sequence[Any], max_residual_px: float = 0.5,
-                    min_match_fraction: float = 0.3) -> pd.DataFrame:
+def alignment_table(results: Sequence[Any], max_residual_px: float = 3.0,
+                    min_match_fraction: float = 0.1) -> pd.DataFrame:
     """Per-section QC figures of ``stack.align_stack`` results (see module docstring)."""
     rows = []
     for r in results:
         attention = (r.status in ("blank", "failed") or bool(r.flags and any(
-            f.startswith(("few matches", "alignment failed")) for f in r.flags))
+            f.startswith(("few matches", "alignment failed", "fallback", "neighbours disagree"))
+            for f in r.flags))
             or (np.isfinite(r.residual_p95_px) and r.residual_p95_px > max_residual_px)
             or (r.status == "aligned" and r.match_fraction < min_match_fraction)
             or (np.isfinite(r.min_jacobian) and r.min_jacobian <= 0))
@@ -39,11 +44,15 @@ def alignment_table(results: Sequence[Any], max_residual_px: float = 0.5,
                      "residual_px": float(r.residual_px),
                      "residual_p95_px": float(r.residual_p95_px),
                      "fold_fraction": float(r.fold_fraction),
-                     "min_jacobian": float(r.min_jacobian), "flags": "; ".join(r.flags),
-                     "attention": bool(attention)})
+                     "min_jacobian": float(r.min_jacobian),
+                     "neighbours": ",".join(map(str, getattr(r, "neighbours", []))),
+                     "disagreement_px": float(getattr(r, "disagreement_px", float("nan"))),
+                     "fallback": bool(getattr(r, "fallback", False)),
+                     "flags": "; ".join(r.flags), "attention": bool(attention)})
     return pd.DataFrame(rows, columns=["z", "status", "matched_to", "n_matches",
                                        "match_fraction", "residual_px", "residual_p95_px",
-                                       "fold_fraction", "min_jacobian", "flags", "attention"])
+                                       "fold_fraction", "min_jacobian", "neighbours",
+                                       "disagreement_px", "fallback", "flags", "attention"])
 
 
 def montage_table(reports: Sequence[Any], sections: Sequence[int] | None = None,
