@@ -138,7 +138,7 @@ class PredictBlock:
     threads: int
     total_roi: Roi
     seed_radius_nm: float | None = None
-    overlap: int = 8
+    overlap: int = 16
 
     def __call__(self, block: Block) -> None:
         import torch
