@@ -118,6 +118,9 @@ def sample(src: dict, rng: np.random.Generator, patch: int) -> tuple[np.ndarray,
         near = F.interpolate(t[:, 2:], size=(patch, patch), mode="nearest")
         t = torch.cat([smooth, near], 1)
     a = t[0].numpy().copy()
+    # a low-resolution pixel is cleft if any of its full-resolution pixels is: mean-pooled
+    # thin clefts are ~0.5 and would teach the network to sit on the threshold
+    a[1] = (a[1] > 0.2).astype(np.float32)
     x = np.clip(a[0] + 0.5, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
     x = (x - 0.5) * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
     if rng.random() < 0.3:

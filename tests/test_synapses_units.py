@@ -49,7 +49,8 @@ def test_partners_follow_side_map_and_direction():
     assert len(out) == 1
     row = out.iloc[0]
     assert (int(row.pre), int(row.post)) == (9, 5)
-    assert row.partner_confidence == pytest.approx(81 / 82)  # logit(0.9) - logit(0.1) = ln 81
+    # logit(0.9) - logit(0.1) = ln 81, plus 6 logits for 9 being axon and 5 not
+    assert row.partner_confidence == pytest.approx(1 / (1 + np.exp(-np.log(81) - 6.0)))
     assert row.ei_prob == pytest.approx(0.2)
     assert (row.pre_compartment, row.post_compartment) == ("axon", "dendrite")
     assert row.ny == pytest.approx(-1.0, abs=1e-6)  # pre (below) -> post (above): towards -y
@@ -57,6 +58,9 @@ def test_partners_follow_side_map_and_direction():
     flipped = assign_partners(cleft, seg, 1 - side, ei, RES, None, reach_nm=16.0).iloc[0]
     assert (int(flipped.pre), int(flipped.post)) == (5, 9)
     assert flipped.pre_compartment == ""
+    # polarity outweighs a weak side map: the axon is presynaptic
+    weak = assign_partners(cleft, seg, np.where(seg == 9, 0.4, 0.6).astype(np.float32), ei, RES, comp, 16.0).iloc[0]
+    assert (int(weak.pre), int(weak.post)) == (9, 5)
 
 
 def test_thick_density_marks_the_postsynaptic_side():

@@ -20,7 +20,10 @@ def synapses(
     compartments: Annotated[str, typer.Option(help="Compartment layer (used when it exists).")] = "compartments",
     model: Annotated[str | None, typer.Option(help="Weight file (default: the shipped synapses_sstem.pt).")] = None,
     threshold: Annotated[float, typer.Option(help="Cleft probability threshold.")] = 0.5,
-    min_confidence: Annotated[float, typer.Option(help="Minimum mean cleft probability of a synapse.")] = 0.6,
+    min_confidence: Annotated[float, typer.Option(help="Minimum mean cleft probability of a synapse.")] = 0.7,
+    min_volume_nm3: Annotated[
+        float, typer.Option(help="Smaller cleft components are noise (3e5 synthetic, 1e6 for 50 nm ssTEM).")
+    ] = 3.0e5,
     block_shape: Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels.")] = None,
     executor: Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
@@ -39,6 +42,7 @@ def synapses(
         model=model,
         threshold=threshold,
         min_confidence=min_confidence,
+        min_volume_nm3=min_volume_nm3,
     )
     if block_shape:
         fields["block_shape"] = parse_shape(block_shape, "--block-shape")

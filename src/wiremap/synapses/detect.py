@@ -1,8 +1,9 @@
 """Candidate synapses from a cleft probability map (pure functions).
 
-Thresholding the cleft channel and taking 3D connected components (26-
-connectivity, so a cleft seen in consecutive sections is one synapse) gives
-one candidate per cleft; components smaller than ``min_volume_nm3`` are
+Thresholding the cleft channel and taking 3D connected components (6-
+connectivity by default, so a cleft seen in consecutive sections is one
+synapse while clefts touching at an edge stay apart), split at probability
+valleys between confident seeds, gives one candidate per cleft; components smaller than ``min_volume_nm3`` are
 noise.  Each candidate's position is its probability-weighted centroid in
 voxels ``(z, y, x)``, its ``size`` the voxel count, its ``confidence`` the
 mean cleft probability over it.
@@ -25,9 +26,10 @@ class DetectParams:
     """Thresholds of candidate extraction (defaults chosen on training data, see the model card)."""
 
     threshold: float = 0.5  # cleft probability that counts as cleft
-    min_volume_nm3: float = 2.0e5  # smaller components are dropped
-    min_confidence: float = 0.6  # components whose mean probability is lower are dropped
-    seed_threshold: float = 0.0  # > threshold: split components at probability valleys between seeds
+    min_volume_nm3: float = 3.0e5  # smaller components are dropped
+    min_confidence: float = 0.7  # components whose mean probability is lower are dropped
+    seed_threshold: float = 0.9  # > threshold: split components at probability valleys between seeds
+    connectivity: int = 6  # 6, 18 or 26: how voxels (and sections) link into one cleft
 
 
 def cleft_components(
@@ -39,16 +41,19 @@ def cleft_components(
         return np.zeros(cleft_prob.shape, np.uint32), 0
     voxel_nm3 = float(np.prod(resolution_nm))
     min_voxels = int(np.ceil(params.min_volume_nm3 / voxel_nm3))
-    labels = cc3d.connected_components(mask, connectivity=26, out_dtype=np.uint32)
+    conn = params.connectivity
+    labels = cc3d.connected_components(mask, connectivity=conn, out_dtype=np.uint32)
     if min_voxels > 1:
-        labels = cc3d.dust(labels, threshold=min_voxels, connectivity=26, in_place=True)
+        labels = cc3d.dust(labels, threshold=min_voxels, connectivity=conn, in_place=True)
     if params.seed_threshold > params.threshold:
-        labels = split_at_valleys(cleft_prob, labels > 0, params.seed_threshold, min_voxels)
-    labels, n = cc3d.connected_components(labels, connectivity=26, out_dtype=np.uint32, return_N=True)
+        labels = split_at_valleys(cleft_prob, labels > 0, params.seed_threshold, min_voxels, conn)
+    labels, n = cc3d.connected_components(labels, connectivity=conn, out_dtype=np.uint32, return_N=True)
     return labels, int(n)
 
 
-def split_at_valleys(cleft_prob: np.ndarray, mask: np.ndarray, seed_threshold: float, min_seed: int) -> np.ndarray:
+def split_at_valleys(
+    cleft_prob: np.ndarray, mask: np.ndarray, seed_threshold: float, min_seed: int, connectivity: int = 26
+) -> np.ndarray:
     """Split touching clefts: seeded watershed of ``-cleft_prob`` inside ``mask``.
 
     Seeds are components of ``cleft_prob > seed_threshold`` of at least
@@ -56,14 +61,14 @@ def split_at_valleys(cleft_prob: np.ndarray, mask: np.ndarray, seed_threshold: f
     their rims meet in a valley of the probability and are cut there.  Parts
     of the mask no seed reaches keep their own component.
     """
-    seeds = cc3d.connected_components(cleft_prob > seed_threshold, connectivity=26, out_dtype=np.uint32)
+    seeds = cc3d.connected_components(cleft_prob > seed_threshold, connectivity=connectivity, out_dtype=np.uint32)
     if min_seed > 4:
-        seeds = cc3d.dust(seeds, threshold=max(min_seed // 4, 1), connectivity=26, in_place=True)
+        seeds = cc3d.dust(seeds, threshold=max(min_seed // 4, 1), connectivity=connectivity, in_place=True)
     seeds = np.where(mask, seeds, 0).astype(np.uint32)
     split = watershed(-cleft_prob, markers=seeds, mask=mask).astype(np.uint32)
     rest = mask & (split == 0)
     if rest.any():
-        extra = cc3d.connected_components(rest, connectivity=26, out_dtype=np.uint32)
+        extra = cc3d.connected_components(rest, connectivity=connectivity, out_dtype=np.uint32)
         split = np.where(rest, extra + split.max(), split)
     return split
 

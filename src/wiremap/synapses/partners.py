@@ -5,8 +5,9 @@ segments with the most voxels are the partners: the cleft lies between
 them.  Which one is presynaptic is decided by two cues, summed as log-odds:
 the network's side probability (1 = presynaptic; the per-voxel form of
 Synful's direction vectors, no vector is needed when the segmentation says
-where each cell is), and the synaptic density (an asymmetric synapse's thick
-postsynaptic density makes the postsynaptic side darker next to the cleft).
+where each cell is), the synaptic density (an asymmetric synapse's thick
+postsynaptic density makes the postsynaptic side darker next to the cleft)
+and, when a compartment layer is given, polarity (the axon is presynaptic).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ PARTNER_COLUMNS = (
 
 DARK_LEVEL = -0.3  # normalised grey level below which a voxel counts as dense (dark)
 DENSITY_WEIGHT = 10.0  # direction logits per unit of dark-fraction difference (thick density = post)
+AXON_WEIGHT = 6.0  # direction logits per unit of axon-fraction difference (the axon is presynaptic)
+AXON_CODE = 2
 
 #: Compartment codes of a ``compartments`` layer (as ``wiremap.synth.model.Compartment``) -> table names.
 COMPARTMENT_NAMES = {1: "soma", 2: "axon", 3: "dendrite"}
@@ -100,6 +103,7 @@ def assign_partners(
     image: np.ndarray | None = None,
     dark_level: float = DARK_LEVEL,
     density_weight: float = DENSITY_WEIGHT,
+    axon_weight: float = AXON_WEIGHT,
 ) -> pd.DataFrame:
     """One row per component label that touches two segments (see module doc).
 
@@ -130,6 +134,7 @@ def assign_partners(
             "seg": seg,
             "side": side_prob.ravel()[idx].astype(np.float64),
             "dark": dark.astype(np.float64),
+            "axon": (compartments.ravel()[idx] == AXON_CODE).astype(np.float64) if compartments is not None else 0.0,
             "n": 1,
             "cz": zz,
             "cy": yy,
@@ -147,7 +152,10 @@ def assign_partners(
     side_b = pair["side_b"] / pair["n_b"]
     dark_a = pair["dark_a"] / pair["n_a"]
     dark_b = pair["dark_b"] / pair["n_b"]
+    axon_a = pair["axon_a"] / pair["n_a"]
+    axon_b = pair["axon_b"] / pair["n_b"]
     score = logit(side_a) - logit(side_b) + density_weight * (dark_b - dark_a)  # > 0: a is presynaptic
+    score = score + axon_weight * (axon_a - axon_b)
     a_pre = (score >= 0).to_numpy()
     out = pd.DataFrame({"label": pair["label"].to_numpy()})
     for role, mine in (("pre", a_pre), ("post", ~a_pre)):

@@ -22,6 +22,7 @@ import logging
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -73,15 +74,18 @@ class SynapseConfig(StrictModel):
     compartments: str = "compartments"  # compartment codes; used when the layer exists
     model: str | None = None  # weight file; None: the shipped synapses_sstem.pt
     threshold: float = Field(0.5, gt=0, lt=1)  # cleft probability that counts as cleft
-    min_volume_nm3: float = Field(2.0e5, ge=0)  # smaller cleft components are noise
-    min_confidence: float = Field(0.6, ge=0, le=1)  # minimum mean cleft probability of a synapse
-    seed_threshold: float = Field(0.0, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
+    min_volume_nm3: float = Field(3.0e5, ge=0)  # smaller cleft components are noise (real VNC data: 1e6)
+    min_confidence: float = Field(0.7, ge=0, le=1)  # minimum mean cleft probability of a synapse
+    seed_threshold: float = Field(0.9, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
+    connectivity: Literal[6, 18, 26] = 6  # voxel linking of a cleft (6 merges touching clefts least)
     reach_nm: float = Field(40.0, gt=0)  # how far from the cleft partner voxels are looked for
     block_shape: tuple[int, int, int] = (32, 512, 512)  # write ROI of one block (voxels)
     context_nm: tuple[float, float, float] = (300.0, 800.0, 800.0)  # context around a block (z, y, x), nm
 
     def detect_params(self) -> DetectParams:
-        return DetectParams(self.threshold, self.min_volume_nm3, self.min_confidence, self.seed_threshold)
+        return DetectParams(
+            self.threshold, self.min_volume_nm3, self.min_confidence, self.seed_threshold, self.connectivity
+        )
 
 
 @dataclass
@@ -142,6 +146,23 @@ def detect_block(
     """Synapses of one block whose centroid lies in ``write_roi`` (global voxel coordinates)."""
     model = load_model(config.model)
     prob = predict_sections(model, image, grey_range[0], grey_range[1], resolution_nm[2])
+    norm = normalize(image, grey_range[0], grey_range[1])
+    rule = EIRule(**model.meta.get("ei_rule", {}))
+    return synapses_from_prob(prob, norm, segmentation, compartments, config, rule, resolution_nm, read_roi, write_roi)
+
+
+def synapses_from_prob(
+    prob: np.ndarray,
+    norm: np.ndarray,
+    segmentation: np.ndarray,
+    compartments: np.ndarray | None,
+    config: SynapseConfig,
+    rule: EIRule,
+    resolution_nm: tuple[float, float, float],
+    read_roi: Roi,
+    write_roi: Roi,
+) -> pd.DataFrame:
+    """Candidates, partners and E/I from network outputs ``prob`` (3, z, y, x) and the normalised image."""
     labels, n = cleft_components(prob[0], resolution_nm, config.detect_params())
     cand = filter_candidates(candidate_table(labels, n, prob[0], read_roi.offset), config.detect_params())
     lo, hi = np.asarray(write_roi.offset), np.asarray(write_roi.end)
@@ -150,11 +171,9 @@ def detect_block(
     keep = np.zeros(n + 1, bool)
     keep[cand["label"].to_numpy()] = True
     labels = np.where(keep[labels], labels, 0).astype(np.uint32)
-    norm = normalize(image, grey_range[0], grey_range[1])
     partners = assign_partners(
         labels, segmentation, prob[1], prob[2], resolution_nm, compartments, config.reach_nm, image=norm
     )
-    rule = EIRule(**model.meta.get("ei_rule", {}))
     partners["ei_prob"] = appearance_ei_prob(partners["dark_pre"], partners["dark_post"], partners["ei_prob"], rule)
     out = cand.merge(partners, on="label", how="left")  # unpaired candidates keep pre = post = 0
     out["pre"] = out["pre"].fillna(0).astype(np.uint64)

@@ -1,0 +1,94 @@
+"""The ``synapses`` stage on tiny synthetic tissue: figures against the truth, bad input, the CLI."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from wiremap.cli import main as cli_main
+from wiremap.errors import InputError
+from wiremap.synapses.scores import score_workspace
+from wiremap.synapses.stage import TABLE_COLUMNS, SynapseConfig, run_synapses
+from wiremap.synth.stage import SynthConfig, run_synth
+from wiremap.volume import Layer, write_volume
+from wiremap.workspace import Workspace
+
+SHAPE = (20, 256, 256)
+
+
+@pytest.fixture(scope="module")
+def synth_ws(tmp_path_factory):
+    """Unseen seed (training uses 2001+), true neurons copied into ``segmentation``, stage run once."""
+    url = str(tmp_path_factory.mktemp("syn") / "ws")
+    ws = Workspace.create(url)
+    run_synth(ws, SynthConfig(shape_zyx=SHAPE, seed=3, acquisition=False, pyramid_scales=1))
+    truth = Layer(ws, "groundtruth/neurons")
+    write_volume(ws, "segmentation", truth.read(), resolution_nm=truth.info.resolution_nm, kind="segmentation")
+    config = SynapseConfig(compartments="groundtruth/compartments", block_shape=(20, 128, 128))
+    report = run_synapses(ws, config, executor="serial", progress=False)
+    return ws, report
+
+
+def test_figures_against_truth(synth_ws):
+    ws, report = synth_ws
+    s = score_workspace(ws)
+    assert s["n_true"] >= 10
+    # Regression guards at the shipped model's level on this volume (measured: detection F1 0.50,
+    # partner F1 0.25, E/I 1.0 per synapse, 0.67 per neuron); the issue's goals (0.90 / 0.85 /
+    # 0.95 / 0.98) are not met yet, see the model card.
+    assert s["detection_f1"] >= 0.4, s
+    assert s["detection_precision"] >= 0.6, s
+    assert s["partner_f1"] >= 0.2, s
+    assert s["ei_accuracy_synapse"] >= 0.9, s
+    assert s["ei_accuracy_neuron"] >= 0.6, s
+    assert report.n_synapses == s["n_pred"]
+
+
+def test_table_columns_and_compartments(synth_ws):
+    ws, _ = synth_ws
+    table = ws.read_table("synapses")
+    assert tuple(table.columns) == TABLE_COLUMNS
+    assert table["id"].tolist() == list(range(1, len(table) + 1))
+    assert (table["pre"] != table["post"]).all() and (table["pre"] > 0).all()
+    assert set(table["ei"]) <= {"E", "I"}
+    assert ((table["ei_confidence"] >= 0.5) & (table["ei_confidence"] <= 1)).all()
+    assert set(table["post_compartment"]) <= {"dendrite", "soma", "axon", ""}
+    assert (table["post_compartment"] == "dendrite").mean() >= 0.8  # synthetic synapses are axo-dendritic
+    assert np.allclose(np.linalg.norm(table[["nz", "ny", "nx"]].to_numpy(), axis=1), 1.0)
+    neurons = ws.read_table("synapse_ei_neurons")
+    assert set(neurons["id"]) == set(table["pre"])
+    assert ws.exists("layers/synapses/info")
+
+
+def test_rerun_is_resumable_and_identical(synth_ws):
+    ws, _ = synth_ws
+    before = ws.read_table("synapses")
+    config = SynapseConfig(compartments="groundtruth/compartments", block_shape=(20, 128, 128))
+    run_synapses(ws, config, executor="serial", progress=False, overwrite=True)
+    after = ws.read_table("synapses")
+    assert before.equals(after)
+
+
+def test_missing_and_inconsistent_segmentation(tmp_path):
+    ws = Workspace.create(str(tmp_path / "ws"))
+    write_volume(ws, "aligned", np.full((4, 64, 64), 128, np.uint8), resolution_nm=(30, 4, 4))
+    with pytest.raises(InputError, match="segmentation layer 'segmentation' not found"):
+        run_synapses(ws, progress=False)
+    write_volume(ws, "segmentation", np.ones((4, 64, 32), np.uint64), resolution_nm=(30, 4, 4), kind="segmentation")
+    with pytest.raises(InputError, match="shape"):
+        run_synapses(ws, progress=False)
+    assert cli_main(["synapses", str(tmp_path / "ws"), "--executor", "serial"]) == 2
+
+
+def test_empty_volume_gives_empty_table_and_warning(tmp_path, caplog):
+    ws = Workspace.create(str(tmp_path / "ws"))
+    write_volume(ws, "aligned", np.zeros((4, 64, 64), np.uint8), resolution_nm=(30, 4, 4))
+    write_volume(ws, "segmentation", np.zeros((4, 64, 64), np.uint64), resolution_nm=(30, 4, 4), kind="segmentation")
+    with caplog.at_level(logging.WARNING):
+        report = run_synapses(ws, executor="serial", progress=False)
+    assert report.n_synapses == 0
+    assert any("no synapses" in w for w in report.warnings)
+    assert len(ws.read_table("synapses")) == 0
+    assert ws.exists("layers/synapses/info")
