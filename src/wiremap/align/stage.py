@@ -109,7 +109,8 @@ class RenderBlock:
 
 def align_stage(ws: Workspace, input_layer: str = "montage", output_layer: str = "aligned", *,
                 cfg: AlignConfig | None = None, block_yx: int = 1024, executor: str = "processes",
-                workers: int = 2, overwrite: bool = False, n_overlays: int = 3) -> dict:
+                workers: int = 2, scheduler: str | None = None, overwrite: bool = False,
+                n_overlays: int = 3) -> dict:
     """Align ``input_layer`` into ``output_layer`` (see module docstring); returns a summary."""
     cfg = cfg or AlignConfig()
     src = Layer(ws, input_layer)
@@ -137,7 +138,7 @@ def align_stage(ws: Workspace, input_layer: str = "montage", output_layer: str =
     reset_markers(ws, stage)
     report = run_blockwise(BlockTask(stage, ws.url, grid, RenderBlock(ws.url, input_layer,
                                                                       output_layer)),
-                           executor=executor, workers=workers, progress=False)
+                           executor=executor, workers=workers, scheduler=scheduler, progress=False)
     if report.failed:
         raise WiremapError(f"{len(report.failed)} render blocks failed: "
                            f"{next(iter(report.failed.values()))}")

@@ -7,15 +7,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from wiremap.cli.options import ExecutorOpt, OverwriteOpt, SchedulerOpt, WorkersOpt, WorkspaceArg, execution
 from wiremap.workspace import Workspace
 
 console = Console()
 
 
 def stitch(
-    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL with tiles/.")],
+    workspace: WorkspaceArg,
     output: Annotated[str, typer.Option(help="Montage layer to write.")] = "montage",
-    overwrite: Annotated[bool, typer.Option(help="Replace the output layer if it exists.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Montage each section's tiles (match overlaps, elastic tile meshes, intensity correction)."""
     from wiremap.align.stage import stitch_stage
@@ -31,19 +32,20 @@ def stitch(
 
 
 def align(
-    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
+    workspace: WorkspaceArg,
     input: Annotated[str, typer.Option("--input", help="Image layer to align (any uint8 stack).")] = "montage",
     output: Annotated[str, typer.Option(help="Aligned layer to write.")] = "aligned",
-    executor: Annotated[str, typer.Option(help="serial, processes or dask.")] = "processes",
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
-    overwrite: Annotated[bool, typer.Option(help="Replace the output layer if it exists.")] = False,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Align sections: coarse then dense flow, elastic mesh, blockwise render; QC under qc/."""
     from wiremap.align.stage import align_stage
 
     ws = Workspace.open(workspace)
     with console.status("aligning sections"):
-        summary = align_stage(ws, input, output, executor=executor, workers=workers, overwrite=overwrite)
+        summary = align_stage(ws, input, output, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
     console.print(
         f"aligned {summary['sections']} sections into layer {output!r}: mean match residual "
         f"{summary['residual_mean_px']:.3f} px; blank {summary['blank'] or 'none'}, "

@@ -9,19 +9,21 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from wiremap.cli.options import parse_shape
+from wiremap.cli.options import ExecutorOpt as Executor
+from wiremap.cli.options import OverwriteOpt as Overwrite
+from wiremap.cli.options import SchedulerOpt as Scheduler
+from wiremap.cli.options import WorkersOpt as Workers
+from wiremap.cli.options import WorkspaceArg as Ws
+from wiremap.cli.options import execution, parse_shape
 from wiremap.workspace import Workspace
 
 console = Console()
 
-Ws = Annotated[str, typer.Argument(help="Directory or URL of the workspace.")]
 Seg = Annotated[str, typer.Option("--segmentation", help="Segmentation layer.")]
 BlockShape = Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels (full resolution).")]
-Downsample = Annotated[str | None, typer.Option(help="Label downsampling Z,Y,X before meshing/skeletons (default 1,2,2).")]
-Executor = Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")]
-Workers = Annotated[int | None, typer.Option(help="Local worker processes.")]
-Scheduler = Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port.")]
-Overwrite = Annotated[bool, typer.Option(help="Recompute from scratch, replacing existing outputs.")]
+Downsample = Annotated[
+    str | None, typer.Option(help="Label downsampling Z,Y,X before meshing/skeletons (default 1,2,2).")
+]
 
 
 def _config(segmentation: str, block_shape: str | None, downsample: str | None, image: str = "aligned"):  # noqa: ANN202
@@ -39,15 +41,7 @@ def _run(fn_name: str, workspace: str, config, executor, workers, scheduler, ove
     from wiremap.morphology import stage
 
     ws = Workspace.open(workspace)
-    execution = ws.config.execution
-    return getattr(stage, fn_name)(
-        ws,
-        config,
-        executor=executor or execution.executor,
-        workers=workers or execution.workers,
-        scheduler=scheduler or execution.scheduler,
-        overwrite=overwrite,
-    )
+    return getattr(stage, fn_name)(ws, config, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
 
 
 def _say(what: str, report) -> None:  # noqa: ANN001

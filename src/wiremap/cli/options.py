@@ -1,8 +1,13 @@
-"""Parsing of the command line's shared option formats (``Z,Y,X`` triples)."""
+"""The command line's shared option formats (``Z,Y,X`` triples) and shared options."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from wiremap.errors import InputError
+from wiremap.workspace import Workspace
 
 
 def parse_triple(text: str, what: str, cast: type = float) -> tuple:
@@ -25,3 +30,23 @@ def parse_shape(text: str, what: str = "--shape") -> tuple[int, int, int]:
 
 def parse_resolution(text: str, what: str = "--resolution") -> tuple[float, float, float]:
     return parse_triple(text, what, float)  # type: ignore[return-value]
+
+
+# Arguments and options that many commands share, so that they read and behave alike.
+WorkspaceArg = Annotated[str, typer.Argument(help="Directory or URL of the workspace.")]
+ExecutorOpt = Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")]
+WorkersOpt = Annotated[int | None, typer.Option(help="Local worker processes (default: workspace config).")]
+SchedulerOpt = Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Recompute from scratch, replacing existing outputs.")]
+
+
+def execution(
+    ws: Workspace, executor: str | None, workers: int | None, scheduler: str | None
+) -> dict[str, str | int | None]:
+    """Executor keywords for a stage: the command line wins, else the workspace's ``[execution]``."""
+    config = ws.config.execution
+    return {
+        "executor": executor or config.executor,
+        "workers": workers or config.workers,
+        "scheduler": scheduler or config.scheduler,
+    }
