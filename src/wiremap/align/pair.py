@@ -69,11 +69,13 @@ class AlignConfig(BaseModel):
     min_weight: float = 0.002  # data weight of the weakest accepted match
     max_elastic_px: float = 24.0  # fields bending further from their affine are wild
     min_matches: int = 6  # fewer fine matches: fall back to the affine
+    refit_affine: bool = False  # refit the mesh's rest affine to each full-resolution round
     max_linear: float = 0.15  # |affine linear part - identity| beyond this: keep the shift only
     normalize: bool = True  # contrast-normalise sections before matching
     mask_folds: bool = True  # detect dark fold/crack bands and cut them from matching
     tear_px: float = 0.4  # cut springs where the mesh misses matches by more (folds seen in flow)
     neighbours: int = 2  # previous sections each section is matched to (solved jointly)
+    detrend_sections: float = 0.0  # >0: remove chain drift slower than this (Gaussian sigma, sections)
     max_disagreement_px: float = 3.0  # neighbours disagreeing more (p95): keep the best only
 
 
@@ -181,7 +183,6 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
     fe, me = normalize.enhance(fixed, lo, hi), normalize.enhance(moving, lo, hi)
     fixed_pieces, moving_pieces = _pieces(fixed_mask), _pieces(moving_mask)
     last = cfg.refine if cfg.fine_iterations > 1 else cfg.fine
-    affine_field = Field.from_affine(a, shape, last.stride)
     cur = Field.from_affine(a, shape, cfg.fine.stride)
     n_match, res, res95, torn, conf, nodes = 0, float("nan"), float("nan"), 0, 0.0, 0
     try:
@@ -205,6 +206,13 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
                 cur = cur.resample(shape, fcfg.stride)
                 n_match = int((w > 0).sum())
                 break
+            if cfg.refit_affine and int((w > 0).sum()) >= 4 * cfg.min_matches:
+                # the full-resolution matches pin the affine better than the coarse level:
+                # the mesh's rest shape must not keep a coarse stretch that is not there
+                a_fine = fit_affine(flow, w)
+                if np.abs(a_fine[:, :2] - np.eye(2)).max() <= cfg.max_linear:
+                    a = a_fine
+                    ref = Field.from_affine(a, shape, fcfg.stride)
             cur = relax(flow, w, ref, mesh, cut=cut)
             if cfg.tear_px > 0:
                 before = 0 if cut is None else int(cut.sum())
@@ -216,6 +224,8 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
             res, res95 = float(r.mean()), float(np.percentile(r, 95))
     except MeshFoldError as e:
         extras["fallback"] = f"affine (mesh: {e})"
+    affine_field = Field.from_affine(a, shape, last.stride)
+    if "fallback" in extras:
         cur = affine_field
     extras["torn_nodes"] = torn
     if "fallback" not in extras:

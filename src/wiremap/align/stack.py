@@ -147,7 +147,7 @@ def _combine(cands: list[_Candidate], cfg: AlignConfig) -> tuple[list[_Candidate
     group = [good[j] for j in range(n) if agree[best, j]]
     w = np.array([max(c.pair.confidence, 1e-3) ** 2 for c in group])
     base = group[0].total
-    data = sum(wi * c.total.resample_like(base).data for wi, c in zip(w, group)) / w.sum()
+    data = sum(wi * c.total.resample_like(base).data for wi, c in zip(w, group, strict=True)) / w.sum()
     return group, float(dis.max()) if n > 1 else float("nan"), base.with_data(data)
 
 
@@ -222,4 +222,34 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
         if clean and all(clean[-1] is not d for d in keep):
             keep.insert(0, clean[-1])
         done = keep  # bounded memory: the nearest sections and the last fold-free one
+    if cfg.detrend_sections > 0:
+        detrend(out, cfg.detrend_sections)
     return out
+
+
+def detrend(results: list[SectionAlignment], sigma: float) -> None:
+    """Remove the chain's slow drift in place: each field minus the Gaussian-weighted mean
+    (``sigma`` sections) of its neighbours' fields, plus that mean at the reference.
+
+    Pairwise matching of changing sections follows the apparent motion of oblique
+    neurites, and the chain adds it up section after section; the sections' own
+    deformations are independent from one section to the next.  What changes slowly
+    along z is therefore drift, and is taken out; what changes from one section to the
+    next is kept.  The reference keeps the identity.  (Additive on node displacements:
+    exact for translations, first order for the rest.)
+    """
+    have = [r for r in results if r.field is not None and r.status in ("reference", "aligned")]
+    if len(have) < 3:
+        return
+    base = have[0].field
+    zs = np.array([r.z for r in have], np.float64)
+    data = np.stack([r.field.resample_like(base).data for r in have])
+    g = np.exp(-0.5 * ((zs[:, None] - zs[None, :]) / sigma) ** 2)
+    trend = np.tensordot(g / g.sum(axis=1, keepdims=True), data, axes=1)
+    ref = next(i for i, r in enumerate(have) if r.status == "reference")
+    for i, r in enumerate(have):
+        if r.status == "reference":
+            continue
+        r.field = base.with_data(data[i] - trend[i] + trend[ref])
+        r.min_jacobian = float(triangle_jacobians(r.field).min())
+        r.flags.append(f"drift removed (sigma {sigma:g} sections)")
