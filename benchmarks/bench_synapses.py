@@ -36,9 +36,7 @@ def run(quick: bool) -> dict:
         report = run_synapses(ws, config, executor="processes", workers=2, progress=False)
         seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        smooth_layer(
-            ws, "aligned", "smoothed", (1.0, 2.0, 2.0), block_shape=(shape[0], 256, 256), workers=2, progress=False
-        )
+        smooth_layer(ws, "aligned", "smoothed", (1.0, 2.0, 2.0), block_shape=(16, 256, 256), workers=2, progress=False)
         base = time.perf_counter() - t0
         scores = score_workspace(ws)
     rate = voxels / seconds
