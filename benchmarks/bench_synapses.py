@@ -1,6 +1,6 @@
 """Synapse detection + partner assignment speed (issue 6: >= 50,000 voxels/s on 2 cores) and accuracy.
 
-Synthetic sstem tissue (seed 11, never used in training) with its true
+Synthetic sstem tissue (seed 7, never used in training) with its true
 neurons as the segmentation; ``run_synapses`` with a 2-process pool, wall
 time, so the rate is what a user on a 2-core machine gets.  Baseline in the
 same run: blockwise Gaussian smoothing (``wiremap.filters.smooth_layer``, the
@@ -24,10 +24,10 @@ from wiremap.workspace import Workspace
 def run(quick: bool) -> dict:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
-    shape = (24, 256, 256) if quick else (32, 768, 768)
+    shape = (24, 256, 256) if quick else (32, 512, 512)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.create(f"{tmp}/ws")
-        run_synth(ws, SynthConfig(shape_zyx=shape, seed=11, acquisition=False, pyramid_scales=1))
+        run_synth(ws, SynthConfig(shape_zyx=shape, seed=7, acquisition=False, pyramid_scales=1))
         truth = Layer(ws, "groundtruth/neurons")
         write_volume(ws, "segmentation", truth.read(), resolution_nm=truth.info.resolution_nm, kind="segmentation")
         voxels = shape[0] * shape[1] * shape[2]
