@@ -27,9 +27,17 @@ import numpy as np
 import pandas as pd
 
 
-def alignment_table(results: Sequence[Any], max_residual_px: float = 3.0,
+def alignment_table(results: Sequence[Any], max_residual_px: float | None = None,
                     min_match_fraction: float = 0.1) -> pd.DataFrame:
-    """Per-section QC figures of ``stack.align_stack`` results (see module docstring)."""
+    """Per-section QC figures of ``stack.align_stack`` results (see module docstring).
+
+    ``max_residual_px`` (p95 of the match residual) defaults to twice the stack's
+    median p95, at least 0.5 px: between different sections a few px is the
+    content's own change, so only sections far worse than their stack are flagged.
+    """
+    p95 = [r.residual_p95_px for r in results if np.isfinite(r.residual_p95_px)]
+    if max_residual_px is None:
+        max_residual_px = max(0.5, 2.0 * float(np.median(p95))) if p95 else 0.5
     rows = []
     for r in results:
         attention = (r.status in ("blank", "failed") or bool(r.flags and any(
