@@ -35,7 +35,7 @@ def synapses(
     from wiremap.synapses.stage import SynapseConfig, run_synapses
 
     ws = Workspace.open(workspace)
-    fields = dict(
+    fields: dict[str, object] = dict(
         image=image,
         segmentation=segmentation,
         compartments=compartments,

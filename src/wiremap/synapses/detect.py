@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import cc3d
 import numpy as np
@@ -29,7 +30,7 @@ class DetectParams:
     min_volume_nm3: float = 3.0e5  # smaller components are dropped
     min_confidence: float = 0.7  # components whose mean probability is lower are dropped
     seed_threshold: float = 0.9  # > threshold: split components at probability valleys between seeds
-    connectivity: int = 6  # 6, 18 or 26: how voxels (and sections) link into one cleft
+    connectivity: Literal[6, 18, 26] = 6  # how voxels (and sections) link into one cleft
 
 
 def cleft_components(
@@ -52,7 +53,11 @@ def cleft_components(
 
 
 def split_at_valleys(
-    cleft_prob: np.ndarray, mask: np.ndarray, seed_threshold: float, min_seed: int, connectivity: int = 26
+    cleft_prob: np.ndarray,
+    mask: np.ndarray,
+    seed_threshold: float,
+    min_seed: int,
+    connectivity: Literal[6, 18, 26] = 26,
 ) -> np.ndarray:
     """Split touching clefts: seeded watershed of ``-cleft_prob`` inside ``mask``.
 

@@ -73,12 +73,12 @@ class SynapseConfig(StrictModel):
     segmentation: str = "segmentation"  # segment ids the partners are taken from
     compartments: str = "compartments"  # compartment codes; used when the layer exists
     model: str | None = None  # weight file; None: the shipped synapses_sstem.pt
-    threshold: float = Field(0.5, gt=0, lt=1)  # cleft probability that counts as cleft
-    min_volume_nm3: float = Field(3.0e5, ge=0)  # smaller cleft components are noise (real VNC data: 1e6)
-    min_confidence: float = Field(0.7, ge=0, le=1)  # minimum mean cleft probability of a synapse
-    seed_threshold: float = Field(0.9, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # cleft probability that counts as cleft
+    min_volume_nm3: float = Field(default=3.0e5, ge=0)  # smaller cleft components are noise (real VNC data: 1e6)
+    min_confidence: float = Field(default=0.7, ge=0, le=1)  # minimum mean cleft probability of a synapse
+    seed_threshold: float = Field(default=0.9, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
     connectivity: Literal[6, 18, 26] = 6  # voxel linking of a cleft (6 merges touching clefts least)
-    reach_nm: float = Field(40.0, gt=0)  # how far from the cleft partner voxels are looked for
+    reach_nm: float = Field(default=40.0, gt=0)  # how far from the cleft partner voxels are looked for
     block_shape: tuple[int, int, int] = (32, 512, 512)  # write ROI of one block (voxels)
     context_nm: tuple[float, float, float] = (300.0, 800.0, 800.0)  # context around a block (z, y, x), nm
 
