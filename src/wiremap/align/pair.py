@@ -15,13 +15,16 @@ when both show the same tissue:
    as stage coordinates pre-align sections), and
    a robust affine is fitted to its matches (a false global peak can no
    longer send a section 80 px off);
-3. fine, at full resolution: ``fine_iterations`` rounds of patch flow (large
-   patches first) -> neighbour-agreement cleaning -> mesh relaxation with the
-   affine as rest shape.  Each match's data spring is weighted by its
-   confidence (peak ratio): between identical sections peaks are sharp
-   (ratio ~10) and the mesh follows every match; between different sections
-   they are weak (~1.2-2), the data springs are soft against the mesh and the
-   apparent motion of oblique neurites averages out over many patches;
+3. fine, at full resolution: ``fine_iterations`` rounds of patch flow
+   -> neighbour-agreement cleaning -> mesh relaxation with the affine as rest
+   shape.  Each round decides from the median peak ratio whether both images
+   show the same tissue (sharp peaks, ratio >= ``same_content_ratio``): then
+   every match counts fully and the soft ``mesh`` follows it; or different
+   tissue (consecutive sections: weak peaks, ratio ~1.2-1.5): then each data
+   spring is weighted by its confidence (``(ratio - 1)`` to ``weight_power``)
+   and the stiff ``mesh_changing`` (bending-dominated, so smooth warps cost
+   little) averages the apparent motion of oblique neurites over many patches
+   instead of following each one;
 4. sanity: a field whose elastic part (field minus affine) exceeds
    ``max_elastic_px``, a mesh that cannot be unfolded, or too few matches
    fall back to the affine (flagged in ``extras['fallback']``).
