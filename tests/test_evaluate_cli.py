@@ -66,3 +66,18 @@ def test_evaluate_errors(scored_ws):
     assert main(["evaluate", "segmentation", scored_ws.url, "--layer", "missing"]) == 2
     assert main(["evaluate", "segmentation", scored_ws.url, "--roi", "0:9,0:8,0:16"]) == 2
     assert main(["evaluate", "synapses", scored_ws.url]) == 2  # no predicted synapse table
+
+
+def test_truth_pieces_outside_the_volume_are_not_charged(workspace):
+    truth = np.zeros((2, 4, 9), np.uint64)
+    truth[:, :, :4] = 5
+    truth[:, :, 5:] = 5  # one neuron, two pieces joined outside the volume
+    pred = np.zeros_like(truth)
+    pred[:, :, :4] = 1
+    pred[:, :, 5:] = 2
+    write_volume(workspace, "groundtruth/neurons", truth, resolution_nm=(30, 4, 4), kind="segmentation")
+    write_volume(workspace, "segmentation", pred, resolution_nm=(30, 4, 4), kind="segmentation")
+    assert main(["evaluate", "segmentation", workspace.url, "--skeletons", ""]) == 0
+    assert workspace.read_json("evaluation/segmentation.json")["voi_total"] == pytest.approx(0.0)
+    assert main(["evaluate", "segmentation", workspace.url, "--skeletons", "", "--no-truth-pieces"]) == 0
+    assert workspace.read_json("evaluation/segmentation.json")["voi_split"] == pytest.approx(1.0)
