@@ -135,3 +135,12 @@ def test_bad_tiles_raise_clear_errors(acq):
         montage([tiles[0], np.zeros((4, 4, 3), np.uint8)] + tiles[2:], nom)
     with pytest.raises(InputError, match="positions"):
         montage(tiles, nom[:-1])
+
+
+def test_all_blank_section_is_reported_not_crashed():
+    rng = np.random.default_rng(0)
+    tiles = [np.clip(200 + rng.normal(0, 1, (64, 72)), 0, 255).astype(np.uint8) for _ in range(3)]
+    nominal = np.array([[0.0, 0.0], [0.0, 66.0], [58.0, 33.0]])
+    model, rep = montage(tiles, nominal)
+    assert rep.unplaced == [0, 1, 2] and rep.n_matches == 0
+    assert render_montage(tiles, model, (128, 144)).max() == 0

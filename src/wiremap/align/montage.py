@@ -294,6 +294,8 @@ def solve_meshes(matches: Sequence[PairMatches], nominal: np.ndarray,
                  cfg: MontageConfig) -> tuple[dict[int, Field], list[np.ndarray]]:
     """Per-tile meshes from all matches at once (sparse least squares, outliers dropped)."""
     grids = {t: grid_shape(shapes[t], cfg.mesh_stride) for t in tiles_used}
+    if not grids:  # nothing placed (a blank section): no meshes, no residuals
+        return {}, []
     base, n = {}, 0
     for t in tiles_used:
         base[t] = n
