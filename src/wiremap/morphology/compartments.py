@@ -37,8 +37,9 @@ from scipy.spatial import cKDTree
 from wiremap.morphology.skeletons import SkeletonData
 from wiremap.synth.model import Compartment
 
-SOMA, AXON, DENDRITE, GLIA, CILIUM = (int(c) for c in (Compartment.SOMA, Compartment.AXON, Compartment.DENDRITE,
-                                                      Compartment.GLIA, Compartment.CILIUM))
+SOMA, AXON, DENDRITE, GLIA, CILIUM = (
+    int(c) for c in (Compartment.SOMA, Compartment.AXON, Compartment.DENDRITE, Compartment.GLIA, Compartment.CILIUM)
+)
 NAMES = {0: "unknown", SOMA: "soma", AXON: "axon", DENDRITE: "dendrite", GLIA: "glia", CILIUM: "cilium"}
 
 
@@ -74,7 +75,9 @@ def is_glia(sk: SkeletonData, volume_nm3: float, params: CompartmentParams) -> b
     cable = sk.cable_length()
     if cable < params.glia_min_cable_nm or sk.empty:
         return False
-    return volume_nm3 / cable < params.glia_cross_section_nm2 and float(np.median(sk.radii)) < params.glia_median_radius_nm
+    return (
+        volume_nm3 / cable < params.glia_cross_section_nm2 and float(np.median(sk.radii)) < params.glia_median_radius_nm
+    )
 
 
 def geodesic_median_radius(sk: SkeletonData, window_nm: float) -> np.ndarray:
@@ -226,7 +229,8 @@ def _cilia(
         if box is not None:
             tips = np.flatnonzero(m & (deg == 1))
             near = np.any(
-                (sk.vertices[tips] - box[0] < 2 * p.myelin_reach_nm) | (box[1] - sk.vertices[tips] < 2 * p.myelin_reach_nm),
+                (sk.vertices[tips] - box[0] < 2 * p.myelin_reach_nm)
+                | (box[1] - sk.vertices[tips] < 2 * p.myelin_reach_nm),
                 axis=1,
             )
             if near.any():

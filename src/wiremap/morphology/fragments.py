@@ -73,7 +73,9 @@ def piece_index(ws: Workspace, stage: str) -> dict[int, list[int]]:
     return dict(index)
 
 
-def gather(ws: Workspace, stage: str, index: dict[int, list[int]], ids: list[int]) -> dict[int, list[dict[str, np.ndarray]]]:
+def gather(
+    ws: Workspace, stage: str, index: dict[int, list[int]], ids: list[int]
+) -> dict[int, list[dict[str, np.ndarray]]]:
     """All pieces of ``ids``, read block by block (each needed block once)."""
     wanted = set(ids)
     blocks = sorted({b for i in ids for b in index.get(i, [])})

@@ -73,9 +73,7 @@ def mesh_block(
     rz, ry, rx = resolution_nm
     mesher = zmesh.Mesher((rx, ry, rz))
     mesher.mesh(np.asfortranarray(data.T))  # zmesh wants (x, y, z)
-    origin = np.array(
-        [(o - p[0] + 0.5) * r for o, p, r in zip(offset_zyx[::-1], pad[::-1], (rx, ry, rz), strict=True)]
-    )
+    origin = np.array([(o - p[0] + 0.5) * r for o, p, r in zip(offset_zyx[::-1], pad[::-1], (rx, ry, rz), strict=True)])
     out: dict[int, TriMesh] = {}
     for label in mesher.ids():
         m = mesher.get(label, normals=False)

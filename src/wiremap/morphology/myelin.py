@@ -38,7 +38,9 @@ def _disc(radius_px: float) -> np.ndarray:
     return (yy**2 + xx**2) <= radius_px**2 + 1e-9
 
 
-def myelin_context(resolution_nm: tuple[float, float, float], params: MyelinParams | None = None) -> tuple[int, int, int]:
+def myelin_context(
+    resolution_nm: tuple[float, float, float], params: MyelinParams | None = None
+) -> tuple[int, int, int]:
     """Context (z, y, x voxels) a block needs for the filter to match the whole-volume result."""
     p = params or MyelinParams()
     px = float(resolution_nm[2])

@@ -116,7 +116,9 @@ def merge_pieces(
 ) -> SkeletonData:
     """Join one segment's block pieces into one skeleton (empty if it is all dust)."""
     skels = [
-        OsteoidSkeleton(p["vertices"].astype(np.float32), p["edges"], radii=p["radii"].astype(np.float32), segid=segment_id)
+        OsteoidSkeleton(
+            p["vertices"].astype(np.float32), p["edges"], radii=p["radii"].astype(np.float32), segid=segment_id
+        )
         for p in pieces
         if len(p.get("vertices", ())) > 0
     ]

@@ -106,7 +106,9 @@ def _grid(seg: Layer, config: MorphologyConfig) -> BlockGrid:
     return BlockGrid(seg.roi, shape)  # type: ignore[arg-type]
 
 
-def _read_downsampled(url: str, name: str, block: Block, factors: tuple[int, int, int]) -> tuple[np.ndarray, tuple, tuple, tuple]:
+def _read_downsampled(
+    url: str, name: str, block: Block, factors: tuple[int, int, int]
+) -> tuple[np.ndarray, tuple, tuple, tuple]:
     """Labels of the block plus one downsampled voxel on its high sides, downsampled by striding;
     with the block's offset in downsampled voxels and which faces are faces of the volume."""
     layer = _layer(url, name)
@@ -147,8 +149,13 @@ def _run_two_passes(
         for prefix in (f"blocks/{stage}/", f"blocks/{stage}-merge/", fragments.scratch_prefix(stage)):
             ws.delete_prefix(prefix)
     t0 = time.perf_counter()
-    run_blockwise(BlockTask(stage, ws.url, grid, block_work), executor=executor, workers=workers,  # type: ignore[arg-type]
-                  scheduler=scheduler, progress=progress)
+    run_blockwise(
+        BlockTask(stage, ws.url, grid, block_work),
+        executor=executor,
+        workers=workers,  # type: ignore[arg-type]
+        scheduler=scheduler,
+        progress=progress,
+    )
     seconds["blocks"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = fragments.piece_index(ws, stage)
@@ -156,8 +163,13 @@ def _run_two_passes(
     n_shards = max(1, min(len(ids), len(grid) * 2))
     if ids:
         work = shard_work_factory(index, n_shards)  # type: ignore[operator]
-        run_blockwise(BlockTask(f"{stage}-merge", ws.url, _shard_grid(n_shards), work), executor=executor,
-                      workers=workers, scheduler=scheduler, progress=progress)
+        run_blockwise(
+            BlockTask(f"{stage}-merge", ws.url, _shard_grid(n_shards), work),
+            executor=executor,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+        )
     seconds["merge"] = time.perf_counter() - t0
     return len(ids), seconds
 
@@ -228,15 +240,23 @@ def run_mesh(
         ws.delete_prefix(mesh_prefix)
     ws.write_json(f"{mesh_prefix}info", multires_info(seg.info.resolution_nm))
     n, seconds = _run_two_passes(
-        ws, "mesh", _grid(seg, config), MeshBlock(ws.url, config),
+        ws,
+        "mesh",
+        _grid(seg, config),
+        MeshBlock(ws.url, config),
         lambda index, n_shards: MeshMerge(ws.url, config, index, n_shards),
-        executor=executor, workers=workers, scheduler=scheduler, overwrite=overwrite, progress=progress,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        progress=progress,
     )
     _add_info_key(ws, config.segmentation, "mesh", "mesh")
     if n == 0:
         log.warning("segmentation %r has no segments: no meshes written", config.segmentation)
-    ws.write_provenance("mesh", parameters=_params(config), inputs=[config.segmentation],
-                        outputs=[f"{config.segmentation}/mesh"])
+    ws.write_provenance(
+        "mesh", parameters=_params(config), inputs=[config.segmentation], outputs=[f"{config.segmentation}/mesh"]
+    )
     return MorphologyReport(n, seconds, int(np.prod(seg.info.shape_zyx)))
 
 
@@ -296,22 +316,33 @@ def run_skeletonize(
         ws.delete_prefix(prefix)
     ws.write_json(f"{prefix}info", skeleton_info())
     n, seconds = _run_two_passes(
-        ws, "skeletonize", _grid(seg, config), SkeletonBlock(ws.url, config),
+        ws,
+        "skeletonize",
+        _grid(seg, config),
+        SkeletonBlock(ws.url, config),
         lambda index, n_shards: SkeletonMerge(ws.url, config, index, n_shards),
-        executor=executor, workers=workers, scheduler=scheduler, overwrite=overwrite, progress=progress,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        progress=progress,
     )
     _add_info_key(ws, config.segmentation, "skeletons", "skeletons")
     if n == 0:
         log.warning("segmentation %r has no segments: no skeletons written", config.segmentation)
-    ws.write_provenance("skeletonize", parameters=_params(config), inputs=[config.segmentation],
-                        outputs=[f"{config.segmentation}/skeletons"])
+    ws.write_provenance(
+        "skeletonize",
+        parameters=_params(config),
+        inputs=[config.segmentation],
+        outputs=[f"{config.segmentation}/skeletons"],
+    )
     return MorphologyReport(n, seconds, int(np.prod(seg.info.shape_zyx)))
 
 
 def skeleton_ids(ws: Workspace, segmentation: str = "segmentation") -> list[int]:
     """Ids of the segments that have a skeleton."""
     prefix = f"{ws.layer_key(segmentation)}/skeletons/"
-    return sorted(int(k[len(prefix):]) for k in ws.list(prefix) if k[len(prefix):].isdigit())
+    return sorted(int(k[len(prefix) :]) for k in ws.list(prefix) if k[len(prefix) :].isdigit())
 
 
 def read_skeleton(ws: Workspace, segment_id: int, segmentation: str = "segmentation") -> SkeletonData:
@@ -335,7 +366,9 @@ class MyelinBlock:
         c = self.config
         image = _layer(self.url, c.image)
         mask = myelin_mask(image.read(block.read_roi), image.info.resolution_nm, c.myelin)
-        _layer(self.url, "myelin").write(mask[block.write_roi.to_slices(relative_to=block.read_roi)], block.write_roi.offset)
+        _layer(self.url, "myelin").write(
+            mask[block.write_roi.to_slices(relative_to=block.read_roi)], block.write_roi.offset
+        )
 
 
 @dataclass(frozen=True)
@@ -353,8 +386,11 @@ class FeatureBlock:
         seg = _layer(self.url, c.segmentation)
         labels = seg.read(block.write_roi)
         ids, counts = np.unique(labels, return_counts=True)
-        pieces: fragments.Pieces = {int(i): {"voxels": np.array([n], np.int64), "myelin_pts": np.zeros((0, 3))}
-                                    for i, n in zip(ids, counts, strict=True) if i}
+        pieces: fragments.Pieces = {
+            int(i): {"voxels": np.array([n], np.int64), "myelin_pts": np.zeros((0, 3))}
+            for i, n in zip(ids, counts, strict=True)
+            if i
+        }
         if self.has_myelin and pieces:
             my = _layer(self.url, "myelin").read(block.write_roi) > 0
             if my.any():
@@ -398,15 +434,31 @@ class ClassifyShard:
                 s = self.synapses
                 pre = (s.loc[s.pre == i, ["x", "y", "z"]].to_numpy(float) + 0.5) * res[::-1]
                 post = (s.loc[s.post == i, ["x", "y", "z"]].to_numpy(float) + 0.5) * res[::-1]
-            sk.compartments = classify_nodes(sk, volume_nm3=volume, params=c.compartments, myelin_points_nm=myelin_pts,
-                                             pre_points_nm=pre, post_points_nm=post, volume_box_nm=box)
+            sk.compartments = classify_nodes(
+                sk,
+                volume_nm3=volume,
+                params=c.compartments,
+                myelin_points_nm=myelin_pts,
+                pre_points_nm=pre,
+                post_points_nm=post,
+                volume_box_nm=box,
+            )
             ws.write_bytes(f"{prefix}{i}", encode_precomputed(sk))
             parents, _ = to_tree(sk)
-            rows.append(pd.DataFrame({
-                "id": np.full(len(parents), i, np.uint64), "node": np.arange(len(parents)), "parent": parents,
-                "x_nm": sk.vertices[:, 0], "y_nm": sk.vertices[:, 1], "z_nm": sk.vertices[:, 2],
-                "radius_nm": sk.radii, "compartment": sk.compartments,
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "id": np.full(len(parents), i, np.uint64),
+                        "node": np.arange(len(parents)),
+                        "parent": parents,
+                        "x_nm": sk.vertices[:, 0],
+                        "y_nm": sk.vertices[:, 1],
+                        "z_nm": sk.vertices[:, 2],
+                        "radius_nm": sk.radii,
+                        "compartment": sk.compartments,
+                    }
+                )
+            )
         table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=NODE_COLUMNS)
         ws.write_table(f"scratch/compartments/nodes-{block.index[0]}.parquet", table)
 
@@ -444,8 +496,12 @@ def run_compartments(
     and per voxel (``layers/compartments``).  Needs ``run_skeletonize`` first."""
     config = config or MorphologyConfig()
     seg = _check(ws, config)
-    if not skeleton_ids(ws, config.segmentation) and not ws.exists(f"{ws.layer_key(config.segmentation)}/skeletons/info"):
-        raise LayerNotFoundError(f"no skeletons of {config.segmentation!r} in {ws.url}: run `wiremap skeletonize` first")
+    if not skeleton_ids(ws, config.segmentation) and not ws.exists(
+        f"{ws.layer_key(config.segmentation)}/skeletons/info"
+    ):
+        raise LayerNotFoundError(
+            f"no skeletons of {config.segmentation!r} in {ws.url}: run `wiremap skeletonize` first"
+        )
     seconds: dict[str, float] = {}
     kw = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
     stages = ("myelin", "compartments", "compartments-merge", "compartments-voxels")
@@ -464,8 +520,16 @@ def run_compartments(
                 f"{seg.info.shape_zyx} differ in shape"
             )
         if not ws.has_layer("myelin") or overwrite:
-            create_layer(ws, "myelin", shape_zyx=seg.info.shape_zyx, resolution_nm=seg.info.resolution_nm,
-                         dtype="uint32", kind="segmentation", chunk_zyx=seg.info.chunk_zyx, overwrite=True)
+            create_layer(
+                ws,
+                "myelin",
+                shape_zyx=seg.info.shape_zyx,
+                resolution_nm=seg.info.resolution_nm,
+                dtype="uint32",
+                kind="segmentation",
+                chunk_zyx=seg.info.chunk_zyx,
+                overwrite=True,
+            )
             ws.delete_prefix("blocks/myelin/")
         mgrid = BlockGrid(seg.roi, grid.block_shape, myelin_context(seg.info.resolution_nm, config.myelin))
         run_blockwise(BlockTask("myelin", ws.url, mgrid, MyelinBlock(ws.url, config)), **kw)  # type: ignore[arg-type]
@@ -487,21 +551,39 @@ def run_compartments(
     n_shards = max(1, min(len(index), len(grid) * 2))
     ws.delete_prefix("scratch/compartments/nodes-")
     ws.delete_prefix("blocks/compartments-merge/")
-    run_blockwise(BlockTask("compartments-merge", ws.url, _shard_grid(n_shards),
-                            ClassifyShard(ws.url, config, index, n_shards, synapses)), **kw)  # type: ignore[arg-type]
+    run_blockwise(
+        BlockTask(
+            "compartments-merge",
+            ws.url,
+            _shard_grid(n_shards),
+            ClassifyShard(ws.url, config, index, n_shards, synapses),
+        ),
+        **kw,
+    )  # type: ignore[arg-type]
     tables = [ws.read_table(k) for k in ws.list("scratch/compartments/nodes-") if k.endswith(".parquet")]
     tables = [t for t in tables if len(t)]
     nodes = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=NODE_COLUMNS)
     ws.write_table("skeleton_nodes", nodes)
     seconds["classify"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    create_layer(ws, "compartments", shape_zyx=seg.info.shape_zyx, resolution_nm=seg.info.resolution_nm,
-                 dtype="uint32", kind="segmentation", chunk_zyx=seg.info.chunk_zyx, overwrite=True)
+    create_layer(
+        ws,
+        "compartments",
+        shape_zyx=seg.info.shape_zyx,
+        resolution_nm=seg.info.resolution_nm,
+        dtype="uint32",
+        kind="segmentation",
+        chunk_zyx=seg.info.chunk_zyx,
+        overwrite=True,
+    )
     ws.delete_prefix("blocks/compartments-voxels/")
     run_blockwise(BlockTask("compartments-voxels", ws.url, grid, VoxelBlock(ws.url, config)), **kw)  # type: ignore[arg-type]
     seconds["voxels"] = time.perf_counter() - t0
     outputs = ["compartments", "skeleton_nodes"] + (["myelin"] if has_myelin else [])
-    ws.write_provenance("compartments", parameters=_params(config),
-                        inputs=[config.segmentation, f"{config.segmentation}/skeletons"] + ([config.image] if has_myelin else []),
-                        outputs=outputs)
+    ws.write_provenance(
+        "compartments",
+        parameters=_params(config),
+        inputs=[config.segmentation, f"{config.segmentation}/skeletons"] + ([config.image] if has_myelin else []),
+        outputs=outputs,
+    )
     return MorphologyReport(int(nodes["id"].nunique()) if len(nodes) else 0, seconds, int(np.prod(seg.info.shape_zyx)))

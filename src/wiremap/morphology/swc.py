@@ -58,7 +58,9 @@ def parse_swc(text: str, source: str = "SWC") -> SkeletonData:
         except ValueError:
             raise InputError(f"{source} line {number}: not numbers: {line!r}") from None
     if not rows:
-        return SkeletonData(np.zeros((0, 3)), np.zeros((0, 2), np.uint32), np.zeros(0, np.float32), np.zeros(0, np.uint8))
+        return SkeletonData(
+            np.zeros((0, 3)), np.zeros((0, 2), np.uint32), np.zeros(0, np.float32), np.zeros(0, np.uint8)
+        )
     arr = np.array(rows, dtype=np.float64)
     ids = arr[:, 0].astype(np.int64)
     if len(np.unique(ids)) != len(ids):
