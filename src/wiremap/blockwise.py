@@ -233,8 +233,8 @@ def _run_processes(
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         running: dict[Future[int], Block] = {pool.submit(run_block, task, b): b for b in pending}
         while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
+            completed, _still_running = wait(running, return_when=FIRST_COMPLETED)
+            for future in completed:
                 block = running.pop(future)
                 exc = future.exception()
                 if exc is None:

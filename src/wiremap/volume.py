@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tensorstore as ts
@@ -222,7 +222,7 @@ def pyramid_factors(resolution_nm: Sequence[float]) -> tuple[int, int, int]:
 
 def build_pyramid(layer: Layer, num_scales: int) -> Layer:
     """Add scales 1..num_scales-1 (mean for images, mode for labels), slab by slab in z."""
-    method = "mode" if layer.info.kind == "segmentation" else "mean"
+    method: Literal["mode", "mean"] = "mode" if layer.info.kind == "segmentation" else "mean"
     for scale in range(layer.info.num_scales, num_scales):
         prev_meta = layer.raw_info["scales"][scale - 1]
         prev_res = tuple(reversed(prev_meta["resolution"]))

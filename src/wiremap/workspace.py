@@ -19,6 +19,7 @@ half-written table or JSON document.
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
@@ -196,7 +197,7 @@ class Workspace:
         pq.write_table(table, sink, compression="zstd")
         self.write_bytes(self.table_key(name), sink.getvalue())
 
-    def read_table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    def read_table(self, name: str, columns: builtins.list[str] | None = None) -> pd.DataFrame:
         key = self.table_key(name)
         try:
             return pq.read_table(io.BytesIO(self.read_bytes(key)), columns=columns).to_pandas()
@@ -206,11 +207,11 @@ class Workspace:
     def has_table(self, name: str) -> bool:
         return self.exists(self.table_key(name))
 
-    def tables(self) -> list[str]:
+    def tables(self) -> builtins.list[str]:
         return [k[len("tables/") : -len(".parquet")] for k in self.list("tables/") if k.endswith(".parquet")]
 
     # -- layers -----------------------------------------------------------------
-    def layers(self) -> list[str]:
+    def layers(self) -> builtins.list[str]:
         """Names of precomputed layers (directories under ``layers/`` with an ``info``)."""
         return sorted(k.split("/")[1] for k in self.list("layers/") if k.count("/") == 2 and k.endswith("/info"))
 
@@ -229,8 +230,8 @@ class Workspace:
         stage: str,
         *,
         parameters: dict[str, Any],
-        inputs: list[str],
-        outputs: list[str],
+        inputs: builtins.list[str],
+        outputs: builtins.list[str],
     ) -> dict[str, Any]:
         """Record that ``stage`` finished: its parameters, input/output names, version and time."""
         record = {
@@ -249,7 +250,7 @@ class Workspace:
         key = f"provenance/{stage}.json"
         return self.read_json(key) if self.exists(key) else None
 
-    def stage_status(self) -> list[StageStatus]:
+    def stage_status(self) -> builtins.list[StageStatus]:
         """Each known stage (and any other with provenance): done, stale or missing.
 
         A stage is stale when a stage that produced one of its inputs finished

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
 
@@ -40,9 +40,15 @@ SchedulerOpt = Annotated[str | None, typer.Option(help="Dask scheduler address t
 OverwriteOpt = Annotated[bool, typer.Option(help="Recompute from scratch, replacing existing outputs.")]
 
 
-def execution(
-    ws: Workspace, executor: str | None, workers: int | None, scheduler: str | None
-) -> dict[str, str | int | None]:
+class Execution(TypedDict):
+    """Executor keywords that every blockwise stage takes."""
+
+    executor: str
+    workers: int
+    scheduler: str | None
+
+
+def execution(ws: Workspace, executor: str | None, workers: int | None, scheduler: str | None) -> Execution:
     """Executor keywords for a stage: the command line wins, else the workspace's ``[execution]``."""
     config = ws.config.execution
     return {
