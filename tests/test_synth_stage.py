@@ -62,3 +62,10 @@ def test_existing_outputs_are_not_replaced_without_overwrite(tmp_path):
     assert main(["synth", ws.url, "--shape", "6,160,160", "--seed", "2", "--no-acquisition"]) == 2
     assert main(["synth", ws.url, "--shape", "6,160", "--seed", "2"]) == 2
     assert main(["synth", ws.url, "--preset", "confocal"]) == 2
+
+
+def test_small_sections_get_fewer_beams_with_matchable_overlaps():
+    from wiremap.synth.stage import beams_for_section
+
+    assert beams_for_section((4096, 4096)) == beams_for_section((1024, 1024)) == 61
+    assert [beams_for_section((n, n)) for n in (512, 384, 256, 64)] == [37, 19, 7, 1]

@@ -30,6 +30,7 @@ from wiremap.config import StrictModel
 from wiremap.errors import InputError, LayerExistsError
 from wiremap.synth.acquisition import AcquisitionConfig, simulate_acquisition, write_acquisition
 from wiremap.synth.model import Tissue
+from wiremap.synth.multibeam import plan_layout
 from wiremap.synth.render import RenderConfig, render_em
 from wiremap.synth.skeleton_table import skeleton_table
 from wiremap.synth.tissue import PRESETS, TissueConfig, generate_tissue
@@ -79,6 +80,23 @@ class SynthReport:
     excitatory_fraction: float
     n_tiles: int
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def beams_for_section(section_yx: tuple[int, int], min_overlap_px: float = 7.0) -> int:
+    """The most beams (61, 37, 19, 7 or 1) whose tiles still overlap by ``min_overlap_px``.
+
+    One multi-beam field of view covers a synthetic section, so a small section
+    imaged with 61 beams gets tiles too small for their 8 % overlaps to be
+    matched; real sections are far larger than one field of view.
+    """
+    defaults = AcquisitionConfig()
+    for beams in (61, 37, 19, 7):
+        layout = plan_layout(
+            (int(section_yx[0]), int(section_yx[1])), beams, defaults.overlap, defaults.tile_aspect, None, 0.0
+        )
+        if min(layout.tile_shape) * defaults.overlap >= min_overlap_px:
+            return beams
+    return 1
 
 
 def _outputs(config: SynthConfig) -> list[str]:
@@ -131,7 +149,7 @@ def run_synth(
     if config.acquisition:
         t0 = time.perf_counter()
         say("imaging sections as multi-beam tiles")
-        acq_config = AcquisitionConfig(defects=config.defects)
+        acq_config = AcquisitionConfig(defects=config.defects, beams=beams_for_section(config.shape_zyx[1:]))
         acquisition = simulate_acquisition(image, config.resolution, acq_config, seed=config.seed)
         write_acquisition(acquisition, ws)
         n_tiles = len(acquisition.manifest)
