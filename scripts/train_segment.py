@@ -17,7 +17,13 @@ and (anisotropic) blank or low-contrast sections.  Loss: class-balanced
 binary cross-entropy on all affinity channels (long-range ones are an
 auxiliary target), ignoring a margin at the patch border.  Seeded: the same
 command gives the same weights on the same machine (CPU, one thread).
-Checkpoints go to ``--out`` every 250 iterations.
+Checkpoints go to ``--out`` every ``--checkpoint-every`` iterations (250).
+
+Fine-tuning a shipped model (its architecture is taken from the weights):
+
+    .venv/bin/python scripts/train_segment.py --variant anisotropic \
+        --init src/wiremap/models/segment_anisotropic.pt --synthetic 12 \
+        --schedule cosine --lr 1e-3 --iterations 900 --time-limit 1500 --threads 2
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ PATCH = {"isotropic": (48, 48, 48), "anisotropic": (10, 112, 112)}
 MARGIN = {"isotropic": (6, 6, 6), "anisotropic": (1, 8, 8)}
 
 
-def load_sources(variant: str, data: Path, synthetic: int) -> list[dict]:
+def load_sources(variant: str, data: Path, synthetic: int, synthetic_seed: int = 1000) -> list[dict]:
     """Training volumes: image (float32, normalised), labels, and how to make targets."""
     out: list[dict] = []
     if variant == "isotropic":
@@ -66,7 +72,7 @@ def load_sources(variant: str, data: Path, synthetic: int) -> list[dict]:
         )
     n_real = len(out)
     for seed in range(synthetic):
-        out.append(synthetic_source(variant, 1000 + seed))
+        out.append(synthetic_source(variant, synthetic_seed + seed))
         out[-1]["weight"] = n_real / synthetic  # synthetic as a whole weighs as much as the real data
     for s in out:
         lo, hi = intensity_percentiles(s["image"][:, ::4, ::4])
@@ -287,7 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=0, help="synthetic training volumes to add")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from these weights (fine-tuning; architecture from the file)"
+    )
+    parser.add_argument(
+        "--synthetic-seed", type=int, default=1000, help="first synthetic training seed (>= 1000: never a test seed)"
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("onecycle", "cosine"),
+        default="onecycle",
+        help="lr schedule: one-cycle (from scratch) or short warm-up then cosine decay (fine-tuning)",
+    )
+    parser.add_argument("--warmup", type=float, default=0.1, help="warm-up share of the iterations")
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="seconds: stop early (and save) when training takes longer"
+    )
+    parser.add_argument("--no-tune", action="store_true", help="skip the merge-threshold search at the end")
     parser.add_argument("--out", type=Path, default=Path("train_segment_out"))
     parser.add_argument("--tune-only", type=Path, default=None, help="only pick the merge threshold of these weights")
     args = parser.parse_args(argv)
@@ -307,17 +330,43 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     config = NetworkConfig(variant=args.variant, fmaps=args.fmaps)
     network = UNet3D(config)
+    init_meta: dict = {}
     if args.init is not None:
         from wiremap.segment.infer import load_model
 
-        network.load_state_dict(load_model(str(args.init)).network.state_dict())
-    sources = load_sources(args.variant, args.data, args.synthetic)
+        init = load_model(str(args.init))
+        if init.config.variant != args.variant:
+            parser.error(f"--init {args.init} is a {init.config.variant} model")
+        config = init.config
+        network = UNet3D(config)
+        network.load_state_dict(init.network.state_dict())
+        init_meta = init.meta
+        args.fmaps = config.fmaps
+    sources = load_sources(args.variant, args.data, args.synthetic, args.synthetic_seed)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.1
-    )
+    if args.schedule == "onecycle":
+        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=args.warmup
+        )
+    else:
+        warm = max(1, int(args.warmup * args.iterations))
+        clock = {"start": time.time()}
+
+        def factor(step: int) -> float:
+            # progress: iterations done or (with --time-limit) time spent, whichever is further,
+            # so a run cut short by the time limit still ends at a low learning rate
+            if step < warm:
+                return (step + 1) / warm
+            t = (step - warm) / max(1, args.iterations - warm)
+            if args.time_limit is not None:
+                t = max(t, (time.time() - clock["start"]) / args.time_limit)
+            return 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(1.0, t)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    if args.schedule == "cosine":
+        clock["start"] = started
     history = []
     for it in range(1, args.iterations + 1):
         batch = [sample(sources, config, rng) for _ in range(args.batch)]
@@ -330,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         history.append(float(loss.detach()))
         if it % 50 == 0:
             print(f"it {it} loss {np.mean(history[-50:]):.4f} {time.time() - started:.0f}s", flush=True)
-        if it % 250 == 0 or it == args.iterations:
+        out_of_time = args.time_limit is not None and time.time() - started > args.time_limit
+        if it % args.checkpoint_every == 0 or it == args.iterations or out_of_time:
             meta = {
                 "variant": args.variant,
                 "resolution_nm": [8.0, 8.0, 8.0] if args.variant == "isotropic" else [40.0, 4.0, 4.0],
@@ -348,10 +398,26 @@ def main(argv: list[str] | None = None) -> int:
                 "synthetic": args.synthetic,
                 "offsets": [list(o) for o in config.offsets],
                 "receptive_radius": list(config.receptive_radius),
+                "schedule": args.schedule,
+                "synthetic_seeds": [args.synthetic_seed, args.synthetic_seed + args.synthetic - 1]
+                if args.synthetic
+                else [],
             }
+            if args.init is not None:
+                meta["init"] = {
+                    "file": args.init.name,
+                    "iterations": init_meta.get("iterations"),
+                    "sha256": init_meta.get("sha256"),
+                    "total_iterations": (init_meta.get("total_iterations") or init_meta.get("iterations") or 0) + it,
+                }
             save_model(args.out / f"segment_{args.variant}.pt", network, meta)
             (args.out / f"segment_{args.variant}.json").write_text(json.dumps(meta, indent=1))
+            if out_of_time:
+                print(f"time limit reached after {it} iterations", flush=True)
+                break
     path = args.out / f"segment_{args.variant}.pt"
+    if args.no_tune:
+        return 0
     meta.update(tune_threshold(path, args.variant, args.data))
     save_model(path, network, meta)
     (args.out / f"segment_{args.variant}.json").write_text(json.dumps(meta, indent=1))
