@@ -1,4 +1,4 @@
-"""Stitching and alignment speed, accuracy and memory (issue 4 targets).
+"""Stitching and alignment speed, accuracy and memory against their targets.
 
 Figures (all measured in this run):
 * ``stitch``: montage (match + mesh solve + intensity) and render of simulated
@@ -471,7 +471,7 @@ def bench_vnc(quick: bool) -> dict:
 
 
 def run_changing(quick: bool) -> dict:
-    """Alignment of changing sections (issue 4): synthetic stacks scored against truth, real
+    """Alignment of changing sections: synthetic stacks scored against truth, real
     ISBI and VNC stacks."""
     import tempfile
 

@@ -1,6 +1,6 @@
 """Meshing + skeletonization throughput (MVoxel/s of segmentation) and compartment / myelin accuracy.
 
-Goal of issue 6: meshing + skeletonization >= 1 MVoxel/s on 2 cores.  The
+Goal: meshing + skeletonization >= 1 MVoxel/s on 2 cores.  The
 baseline, measured in the same run, is the plain whole-volume approach at
 full resolution in one process (zmesh over the whole array + kimimaro over
 the whole array, no blocks, no simplification, no output written).  The

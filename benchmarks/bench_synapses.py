@@ -1,4 +1,4 @@
-"""Synapse detection + partner assignment speed (issue 6: >= 50,000 voxels/s on 2 cores) and accuracy.
+"""Synapse detection + partner assignment speed (goal >= 50,000 voxels/s on 2 cores) and accuracy.
 
 Synthetic sstem tissue (seed 7, never used in training) with its true
 neurons as the segmentation; ``run_synapses`` with a 2-process pool, wall
