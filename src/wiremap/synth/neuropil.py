@@ -84,6 +84,8 @@ class _Grower:
         self.seeds: list[SynapseSeed] = []
         self.next_id = 1
         self.stats: dict[str, int] = collections.defaultdict(int)
+        self.soma_axons: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # axon hillocks still to grow
+        self.f0 = 0.0  # volume fraction filled once the somata are placed
         vol_um3 = float(np.prod(self.vol_hi)) / 1e9
         self.pool = [self._new_neuron(soma=False) for _ in range(max(8, int(round(vol_um3 * cfg.neurons_per_um3))))]
 
@@ -105,7 +107,7 @@ class _Grower:
         if b is None:
             b = CellBuilder(cid)
             self.builders[cid] = b
-            if entry is not None:  # soma far outside: a virtual root, not drawn
+            if entry is not None and d is not None:  # soma far outside: a virtual root, not drawn
                 far = entry - unit(d) * self.cfg.outside_soma_distance_nm
                 b.add(far, 5000.0, -1, Compartment.SOMA, virtual=True)
         return b
@@ -495,7 +497,6 @@ def grow_neuropil(cfg: TissueConfig, rng: np.random.Generator,
         return (lambda f: progress(stage, f)) if progress is not None else (lambda f: None)
 
     g = _Grower(cfg, rng)
-    g.soma_axons = []
     g.grow_somata()
     g.f0 = g.fill()  # somata replace neuropil; the fractions apply to what is left
     g.grow_myelinated()  # big and straight: they go before the space fills up

@@ -148,7 +148,7 @@ def generate_tissue(config: TissueConfig, progress: Callable[[str, float], None]
 
     rng = np.random.default_rng(config.seed)
     res = np.array(config.resolution_nm, float)
-    shape = tuple(int(s) for s in config.shape_zyx)
+    shape = (int(config.shape_zyx[0]), int(config.shape_zyx[1]), int(config.shape_zyx[2]))
     grown = grow_neuropil(config, rng, progress)
     report("rasterize", 0.0)
     cells, comps, myelin, node_cell = _voxelize(grown, res, shape, config)
