@@ -7,14 +7,22 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from wiremap.cli.options import parse_shape
+from wiremap.cli.options import (
+    ExecutorOpt,
+    OverwriteOpt,
+    SchedulerOpt,
+    WorkersOpt,
+    WorkspaceArg,
+    execution,
+    parse_shape,
+)
 from wiremap.workspace import Workspace
 
 console = Console()
 
 
 def segment(
-    workspace: Annotated[str, typer.Argument(help="Directory or URL of the workspace.")],
+    workspace: WorkspaceArg,
     input: Annotated[str, typer.Option("--input", help="Image layer to segment.")] = "aligned",
     model: Annotated[
         str | None, typer.Option(help="Weight file (default: the shipped model for the resolution).")
@@ -26,10 +34,10 @@ def segment(
     ] = None,
     min_size: Annotated[int, typer.Option(help="Merge segments smaller than this many voxels.")] = 64,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
-    executor: Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Recompute from scratch, replacing existing outputs.")] = False,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Segment neurons: a 3D U-Net's affinities, watershed supervoxels, mutex agglomeration."""
     from wiremap.segment.stage import SegmentConfig, run_segment
@@ -44,15 +52,7 @@ def segment(
         min_size=min_size,
         device=device,
     )
-    execution = ws.config.execution
-    report = run_segment(
-        ws,
-        config,
-        executor=executor or execution.executor,
-        workers=workers or execution.workers,
-        scheduler=scheduler or execution.scheduler,
-        overwrite=overwrite,
-    )
+    report = run_segment(ws, config, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
     z, y, x = report.shape_zyx
     console.print(
         f"segmented {z}×{y}×{x} voxels: {report.n_supervoxels} supervoxels -> {report.n_segments} segments "

@@ -7,14 +7,22 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from wiremap.cli.options import parse_shape
+from wiremap.cli.options import (
+    ExecutorOpt,
+    OverwriteOpt,
+    SchedulerOpt,
+    WorkersOpt,
+    WorkspaceArg,
+    execution,
+    parse_shape,
+)
 from wiremap.workspace import Workspace
 
 console = Console()
 
 
 def synapses(
-    workspace: Annotated[str, typer.Argument(help="Directory or URL of the workspace.")],
+    workspace: WorkspaceArg,
     image: Annotated[str, typer.Option(help="Image layer to look for synapses in.")] = "aligned",
     segmentation: Annotated[str, typer.Option(help="Segmentation layer the partners are taken from.")] = "segmentation",
     compartments: Annotated[str, typer.Option(help="Compartment layer (used when it exists).")] = "compartments",
@@ -25,10 +33,10 @@ def synapses(
         float, typer.Option(help="Smaller cleft components are noise (3e5 synthetic, 1e6 for 50 nm ssTEM).")
     ] = 3.0e5,
     block_shape: Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels.")] = None,
-    executor: Annotated[str | None, typer.Option(help="serial, processes or dask (default: workspace config).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Recompute from scratch.")] = False,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    overwrite: OverwriteOpt = False,
     evaluate: Annotated[bool, typer.Option(help="Print figures against groundtruth/ (synthetic workspaces).")] = False,
 ) -> None:
     """Detect synapses, assign pre/post partners, call excitatory/inhibitory (tables/synapses, layers/synapses)."""
@@ -47,15 +55,7 @@ def synapses(
     if block_shape:
         fields["block_shape"] = parse_shape(block_shape, "--block-shape")
     config = SynapseConfig(**fields)  # type: ignore[arg-type]
-    execution = ws.config.execution
-    report = run_synapses(
-        ws,
-        config,
-        executor=executor or execution.executor,
-        workers=workers or execution.workers,
-        scheduler=scheduler or execution.scheduler,
-        overwrite=overwrite,
-    )
+    report = run_synapses(ws, config, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
     console.print(
         f"{report.n_synapses} synapses ({report.n_excitatory} excitatory) from {report.n_candidates} clefts; "
         f"E/I of {report.n_neurons} presynaptic segments (tables synapses, synapse_ei_neurons; layer synapses)"
