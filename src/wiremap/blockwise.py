@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wiremap.errors import InputError, WiremapError
 from wiremap.roi import Roi
+from wiremap.volume import Layer
 from wiremap.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -141,15 +142,21 @@ def reset_markers(ws: Workspace, stage: str) -> None:
 
 
 @lru_cache(maxsize=8)
-def _worker_workspace(url: str) -> Workspace:
-    """One open workspace per worker process and URL."""
+def worker_workspace(url: str) -> Workspace:
+    """One open workspace per worker process and URL (block functions open theirs here)."""
     return Workspace.open(url)
+
+
+@lru_cache(maxsize=32)
+def worker_layer(url: str, name: str) -> Layer:
+    """One open layer per worker process, workspace and name."""
+    return Layer(worker_workspace(url), name)
 
 
 def run_block(task: BlockTask, block: Block) -> int:
     """Process one block and write its done-marker; runs inside a worker."""
     task.process(block)
-    _worker_workspace(task.workspace_url).write_bytes(
+    worker_workspace(task.workspace_url).write_bytes(
         f"{marker_prefix(task.stage)}{block.block_id}", str(block.write_roi).encode()
     )
     return block.block_id

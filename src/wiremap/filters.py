@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 
-from wiremap.blockwise import Block, BlockGrid, BlockTask, RunReport, run_blockwise
+from wiremap.blockwise import Block, BlockGrid, BlockTask, RunReport, run_blockwise, worker_layer
 from wiremap.roi import Roi
 from wiremap.volume import Layer, create_layer
 from wiremap.workspace import Workspace
@@ -31,11 +30,6 @@ def smooth(image: np.ndarray, sigma_zyx: tuple[float, float, float]) -> np.ndarr
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=8)
-def _layer(url: str, name: str) -> Layer:
-    return Layer(Workspace.open(url), name)
-
-
 @dataclass(frozen=True)
 class SmoothBlock:
     """Picklable per-block work: read with context, smooth, write the write ROI."""
@@ -46,10 +40,10 @@ class SmoothBlock:
     sigma_zyx: tuple[float, float, float]
 
     def __call__(self, block: Block) -> None:
-        data = _layer(self.workspace_url, self.source).read(block.read_roi)
+        data = worker_layer(self.workspace_url, self.source).read(block.read_roi)
         result = smooth(data, self.sigma_zyx)
         inner = block.write_roi.to_slices(relative_to=block.read_roi)
-        _layer(self.workspace_url, self.target).write(result[inner], block.write_roi.offset)
+        worker_layer(self.workspace_url, self.target).write(result[inner], block.write_roi.offset)
 
 
 def smooth_layer(

@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
-from wiremap.blockwise import Block, BlockGrid, BlockTask, run_blockwise
+from wiremap.blockwise import Block, BlockGrid, BlockTask, run_blockwise, worker_layer, worker_workspace
 from wiremap.errors import InputError, LayerNotFoundError
 from wiremap.morphology import fragments
 from wiremap.morphology.compartments import CompartmentParams, classify_nodes, voxel_compartments
@@ -75,16 +74,6 @@ class MorphologyReport:
     voxels: int
 
 
-@lru_cache(maxsize=16)
-def _layer(url: str, name: str) -> Layer:
-    return Layer(Workspace.open(url), name)
-
-
-@lru_cache(maxsize=4)
-def _ws(url: str) -> Workspace:
-    return Workspace.open(url)
-
-
 def _check(ws: Workspace, config: MorphologyConfig) -> Layer:
     if not ws.has_layer(config.segmentation):
         raise LayerNotFoundError(
@@ -111,7 +100,7 @@ def _read_downsampled(
 ) -> tuple[np.ndarray, tuple, tuple, tuple]:
     """Labels of the block plus one downsampled voxel on its high sides, downsampled by striding;
     with the block's offset in downsampled voxels and which faces are faces of the volume."""
-    layer = _layer(url, name)
+    layer = worker_layer(url, name)
     total = layer.roi
     write = block.write_roi
     read = Roi(write.offset, tuple(s + f for s, f in zip(write.shape, factors, strict=True))).intersect(total)  # type: ignore[arg-type]
@@ -123,7 +112,7 @@ def _read_downsampled(
 
 
 def _resolution(url: str, name: str, factors: tuple[int, int, int]) -> tuple[float, float, float]:
-    res = _layer(url, name).info.resolution_nm
+    res = worker_layer(url, name).info.resolution_nm
     return tuple(r * f for r, f in zip(res, factors, strict=True))  # type: ignore[return-value]
 
 
@@ -197,7 +186,7 @@ class MeshBlock:
         for i, m in meshes.items():
             m = simplify(m, c.block_reduction, preserve_border=True)
             pieces[i] = {"vertices": m.vertices.astype(np.float64), "faces": m.faces}
-        fragments.write_block_pieces(_ws(self.url), "mesh", block.block_id, pieces)
+        fragments.write_block_pieces(worker_workspace(self.url), "mesh", block.block_id, pieces)
 
 
 @dataclass(frozen=True)
@@ -208,7 +197,7 @@ class MeshMerge:
     n_shards: int
 
     def __call__(self, block: Block) -> None:
-        ws = _ws(self.url)
+        ws = worker_workspace(self.url)
         c = self.config
         ids = fragments.shard_ids(list(self.index), self.n_shards, block.index[0])
         res = _resolution(self.url, c.segmentation, c.downsample)
@@ -277,7 +266,7 @@ class SkeletonBlock:
         data, offset, _, _ = _read_downsampled(self.url, c.segmentation, block, c.downsample)
         res = _resolution(self.url, c.segmentation, c.downsample)
         pieces = skeletonize_block(data, res, offset, c.teasar)
-        fragments.write_block_pieces(_ws(self.url), "skeletonize", block.block_id, pieces)
+        fragments.write_block_pieces(worker_workspace(self.url), "skeletonize", block.block_id, pieces)
 
 
 @dataclass(frozen=True)
@@ -288,7 +277,7 @@ class SkeletonMerge:
     n_shards: int
 
     def __call__(self, block: Block) -> None:
-        ws = _ws(self.url)
+        ws = worker_workspace(self.url)
         c = self.config
         ids = fragments.shard_ids(list(self.index), self.n_shards, block.index[0])
         prefix = f"{ws.layer_key(c.segmentation)}/skeletons/"
@@ -364,9 +353,9 @@ class MyelinBlock:
 
     def __call__(self, block: Block) -> None:
         c = self.config
-        image = _layer(self.url, c.image)
+        image = worker_layer(self.url, c.image)
         mask = myelin_mask(image.read(block.read_roi), image.info.resolution_nm, c.myelin)
-        _layer(self.url, "myelin").write(
+        worker_layer(self.url, "myelin").write(
             mask[block.write_roi.to_slices(relative_to=block.read_roi)], block.write_roi.offset
         )
 
@@ -383,7 +372,7 @@ class FeatureBlock:
         from scipy import ndimage
 
         c = self.config
-        seg = _layer(self.url, c.segmentation)
+        seg = worker_layer(self.url, c.segmentation)
         labels = seg.read(block.write_roi)
         ids, counts = np.unique(labels, return_counts=True)
         pieces: fragments.Pieces = {
@@ -392,7 +381,7 @@ class FeatureBlock:
             if i
         }
         if self.has_myelin and pieces:
-            my = _layer(self.url, "myelin").read(block.write_roi) > 0
+            my = worker_layer(self.url, "myelin").read(block.write_roi) > 0
             if my.any():
                 near = ndimage.binary_dilation(my, np.ones((1, 5, 5), bool)) & (labels > 0) & ~my
                 sub = np.zeros_like(near)
@@ -403,7 +392,7 @@ class FeatureBlock:
                 owner = labels[tuple(zyx.T)]
                 for i in np.unique(owner):
                     pieces[int(i)]["myelin_pts"] = xyz[owner == i]
-        fragments.write_block_pieces(_ws(self.url), "compartments", block.block_id, pieces)
+        fragments.write_block_pieces(worker_workspace(self.url), "compartments", block.block_id, pieces)
 
 
 @dataclass(frozen=True)
@@ -415,9 +404,9 @@ class ClassifyShard:
     synapses: pd.DataFrame | None
 
     def __call__(self, block: Block) -> None:
-        ws = _ws(self.url)
+        ws = worker_workspace(self.url)
         c = self.config
-        seg = _layer(self.url, c.segmentation)
+        seg = worker_layer(self.url, c.segmentation)
         res = np.asarray(seg.info.resolution_nm)
         box = (np.zeros(3), (np.asarray(seg.info.shape_zyx) * res)[::-1])
         ids = [i for i in fragments.shard_ids(list(self.index), self.n_shards, block.index[0])]
@@ -472,14 +461,14 @@ class VoxelBlock:
     config: MorphologyConfig
 
     def __call__(self, block: Block) -> None:
-        ws = _ws(self.url)
+        ws = worker_workspace(self.url)
         c = self.config
-        seg = _layer(self.url, c.segmentation)
+        seg = worker_layer(self.url, c.segmentation)
         labels = seg.read(block.write_roi)
         have = set(skeleton_ids(ws, c.segmentation))
         skels = {int(i): read_skeleton(ws, int(i), c.segmentation) for i in np.unique(labels) if int(i) in have}
         out = voxel_compartments(labels, block.write_roi.offset, seg.info.resolution_nm, skels)
-        _layer(self.url, "compartments").write(out, block.write_roi.offset)
+        worker_layer(self.url, "compartments").write(out, block.write_roi.offset)
 
 
 def run_compartments(

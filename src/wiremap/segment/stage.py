@@ -32,7 +32,7 @@ import pandas as pd
 import tensorstore as ts
 from pydantic import Field
 
-from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise
+from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise, worker_layer
 from wiremap.config import StrictModel
 from wiremap.errors import InputError, LayerExistsError
 from wiremap.roi import Roi
@@ -80,11 +80,6 @@ class SegmentReport:
     n_segments: int
     model: str
     seconds: dict[str, float]
-
-
-@lru_cache(maxsize=16)
-def _layer(url: str, name: str) -> Layer:
-    return Layer(Workspace.open(url), name)
 
 
 def read_affinities(layer: Layer, roi: Roi) -> np.ndarray:
@@ -146,12 +141,12 @@ class PredictBlock:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         model = load_model(self.model_path)
-        image = _layer(self.workspace_url, self.source).read(block.read_roi)
+        image = worker_layer(self.workspace_url, self.source).read(block.read_roi)
         affs = _quantize(predict_affinities(model, image, self.lo, self.hi, pick_device(self.device))[:3])
         w = block.write_roi
         (z0, y0, x0), (z1, y1, x1) = w.offset, w.end
         inner = (slice(0, 3), *w.to_slices(relative_to=block.read_roi))
-        _layer(self.workspace_url, "affinities").store()[x0:x1, y0:y1, z0:z1, :].write(
+        worker_layer(self.workspace_url, "affinities").store()[x0:x1, y0:y1, z0:z1, :].write(
             affs[inner].transpose(3, 2, 1, 0)
         ).result()
         grown = w.grow((self.overlap,) * 3).intersect(self.total_roi).intersect(block.read_roi)
@@ -163,7 +158,7 @@ class PredictBlock:
         svs = agg.supervoxel_ids(local, block.block_id)
         core = w.to_slices(relative_to=grown)
         inside = svs[core]
-        _layer(self.workspace_url, "supervoxels").write(np.ascontiguousarray(inside), w.offset)
+        worker_layer(self.workspace_url, "supervoxels").write(np.ascontiguousarray(inside), w.offset)
         # the planes just outside each face, in this block's ids (0 where there is no such plane
         # or where the fragment does not reach into the block)
         present = np.unique(inside)
@@ -203,8 +198,8 @@ class GraphBlock:
             tuple(o - int(b) for o, b in zip(w.offset, lower, strict=True)),  # type: ignore[arg-type]
             tuple(s + int(b) for s, b in zip(w.shape, lower, strict=True)),  # type: ignore[arg-type]
         )
-        svs = _layer(self.workspace_url, "supervoxels").read(grown)
-        affs = read_affinities(_layer(self.workspace_url, "affinities"), w)
+        svs = worker_layer(self.workspace_url, "supervoxels").read(grown)
+        affs = read_affinities(worker_layer(self.workspace_url, "affinities"), w)
         edges = agg.region_edges(svs, affs, lower)  # type: ignore[arg-type]
         inside = svs[tuple(slice(int(b), None) for b in lower)]
         sizes = agg.fragment_sizes(inside)
@@ -242,9 +237,9 @@ class RelabelBlock:
     token: str
 
     def __call__(self, block: Block) -> None:
-        svs = _layer(self.workspace_url, "supervoxels").read(block.write_roi)
+        svs = worker_layer(self.workspace_url, "supervoxels").read(block.write_roi)
         seg = agg.relabel(svs, _mapping(self.workspace_url, self.token))
-        _layer(self.workspace_url, "segmentation").write(seg, block.write_roi.offset)
+        worker_layer(self.workspace_url, "segmentation").write(seg, block.write_roi.offset)
 
 
 def resolve_model(config: SegmentConfig, resolution_nm: tuple[float, float, float]) -> Model:

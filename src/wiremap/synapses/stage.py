@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -29,7 +28,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise
+from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise, worker_workspace
 from wiremap.config import StrictModel
 from wiremap.errors import InputError
 from wiremap.roi import Roi
@@ -100,11 +99,6 @@ class SynapseReport:
     warnings: list[str]
 
 
-@lru_cache(maxsize=8)
-def _ws(url: str) -> Workspace:
-    return Workspace.open(url)
-
-
 @dataclass(frozen=True)
 class SynapseBlock:
     """Picklable per-block work (see module doc)."""
@@ -119,7 +113,7 @@ class SynapseBlock:
     def __call__(self, block: Block) -> None:
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
-        ws = _ws(self.workspace_url)
+        ws = worker_workspace(self.workspace_url)
         table = detect_block(
             Layer(ws, self.config.image).read(block.read_roi),
             Layer(ws, self.config.segmentation).read(block.read_roi),
