@@ -73,8 +73,9 @@ def test_skeleton_cable_matches_ground_truth(tissue_ws):
             ratios.append(read_skeleton(ws, i).cable_length() / true_len)
     assert len(ratios) >= 3
     # The true axons are random walks in 60 nm steps whose zigzags the rasterised neurite (and so any
-    # skeleton of it) smooths away: skeleton cable is 0.55-1.15x of the walk's length here.
-    assert all(0.5 < r < 1.4 for r in ratios), ratios
+    # skeleton of it) smooths away: skeleton cable is 0.5-1.0x of the walk's length here at the default
+    # 16 nm skeleton voxels (0.57-1.14x at 8 nm).
+    assert all(0.45 < r < 1.4 for r in ratios), ratios
 
 
 def test_compartment_accuracy_per_node_and_myelin_iou(tissue_ws):

@@ -21,19 +21,24 @@ console = Console()
 
 Seg = Annotated[str, typer.Option("--segmentation", help="Segmentation layer.")]
 BlockShape = Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels (full resolution).")]
-Downsample = Annotated[
-    str | None, typer.Option(help="Label downsampling Z,Y,X before meshing/skeletons (default 1,2,2).")
+MeshDownsample = Annotated[str | None, typer.Option(help="Label downsampling Z,Y,X before meshing (default 1,2,2).")]
+SkeletonDownsample = Annotated[
+    str | None, typer.Option(help="Label downsampling Z,Y,X before skeletonizing (default 1,4,4).")
 ]
 
 
-def _config(segmentation: str, block_shape: str | None, downsample: str | None, image: str = "aligned"):  # noqa: ANN202
+def _config(  # noqa: ANN202
+    segmentation: str, block_shape: str | None, image: str = "aligned", **downsample: str | None
+):
+    """The stage config from CLI options; ``downsample`` is ``mesh_downsample=`` or ``skeleton_downsample=``."""
     from wiremap.morphology.stage import MorphologyConfig
 
     config = MorphologyConfig(segmentation=segmentation, image=image)
     if block_shape:
         config = replace(config, block_shape=parse_shape(block_shape, "--block-shape"))
-    if downsample:
-        config = replace(config, downsample=parse_shape(downsample, "--downsample"))
+    for field_name, value in downsample.items():
+        if value:
+            config = replace(config, **{field_name: parse_shape(value, "--downsample")})
     return config
 
 
@@ -54,15 +59,15 @@ def mesh(
     workspace: Ws,
     segmentation: Seg = "segmentation",
     block_shape: BlockShape = None,
-    downsample: Downsample = None,
+    downsample: MeshDownsample = None,
     executor: Executor = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Multi-resolution meshes of every segment (Neuroglancer precomputed, next to the segmentation)."""
-    report = _run("run_mesh", workspace, _config(segmentation, block_shape, downsample), executor, workers,
-                  scheduler, overwrite)
+    config = _config(segmentation, block_shape, mesh_downsample=downsample)
+    report = _run("run_mesh", workspace, config, executor, workers, scheduler, overwrite)
     _say("meshed", report)
 
 
@@ -70,15 +75,15 @@ def skeletonize(
     workspace: Ws,
     segmentation: Seg = "segmentation",
     block_shape: BlockShape = None,
-    downsample: Downsample = None,
+    downsample: SkeletonDownsample = None,
     executor: Executor = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Skeletons with radii of every segment (kimimaro; precomputed, next to the segmentation)."""
-    report = _run("run_skeletonize", workspace, _config(segmentation, block_shape, downsample), executor, workers,
-                  scheduler, overwrite)
+    config = _config(segmentation, block_shape, skeleton_downsample=downsample)
+    report = _run("run_skeletonize", workspace, config, executor, workers, scheduler, overwrite)
     _say("skeletonized", report)
 
 
@@ -93,7 +98,7 @@ def compartments(
     overwrite: Overwrite = False,
 ) -> None:
     """Myelin mask and soma/axon/dendrite/glia/cilium per skeleton node and voxel (after skeletonize)."""
-    report = _run("run_compartments", workspace, _config(segmentation, block_shape, None, image), executor, workers,
+    report = _run("run_compartments", workspace, _config(segmentation, block_shape, image), executor, workers,
                   scheduler, overwrite)
     _say("labelled compartments of", report)
 

@@ -12,8 +12,11 @@ Each stage runs in two passes: blocks (meshing / skeletonizing / measuring
 a downsampled block with one voxel of overlap) writing pieces to
 ``scratch/<stage>/``, then shards of segment ids (``id % n_shards``) that
 gather their pieces, merge and write.  Both passes leave done-markers, so a
-killed run resumes.  Labels are downsampled by striding (``downsample``,
-default (1, 2, 2): 8 nm in-plane from 4 nm), as igneous meshes a lower mip.
+killed run resumes.  Labels are downsampled by striding, as igneous meshes
+and skeletonizes lower mips: meshes at ``mesh_downsample`` (default
+(1, 2, 2): 8 nm in-plane from 4 nm), skeletons at ``skeleton_downsample``
+(default (1, 4, 4): 16 nm, nearer isotropic with 30 nm sections, and
+about 5x faster for TEASAR than 8 nm while neurites stay many voxels wide).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class MorphologyConfig:
     segmentation: str = "segmentation"  # label layer to mesh / skeletonize
     image: str = "aligned"  # image layer for the myelin mask
     block_shape: tuple[int, int, int] = (64, 512, 512)  # voxels (full resolution)
-    downsample: tuple[int, int, int] = (1, 2, 2)  # label downsampling (z, y, x) before meshing / skeletons
+    mesh_downsample: tuple[int, int, int] = (1, 2, 2)  # label downsampling (z, y, x) before meshing
+    skeleton_downsample: tuple[int, int, int] = (1, 4, 4)  # label downsampling (z, y, x) before TEASAR
     num_lods: int = 3  # mesh levels of detail
     block_reduction: float = 4.0  # face reduction of block meshes (borders kept)
     teasar: TeasarParams = field(default_factory=TeasarParams)
@@ -83,15 +87,17 @@ def _check(ws: Workspace, config: MorphologyConfig) -> Layer:
     seg = Layer(ws, config.segmentation)
     if seg.info.kind != "segmentation":
         raise InputError(f"layer {config.segmentation!r} is an {seg.info.kind} layer, not a segmentation")
-    bad = [b for b, f in zip(config.block_shape, config.downsample, strict=True) if b % f]
-    if bad or min(config.downsample) < 1:
-        raise InputError(f"block shape {config.block_shape} must be a multiple of downsample {config.downsample}")
+    for factors in (config.mesh_downsample, config.skeleton_downsample):
+        bad = [b for b, f in zip(config.block_shape, factors, strict=True) if b % f]
+        if bad or min(factors) < 1:
+            raise InputError(f"block shape {config.block_shape} must be a multiple of downsample {factors}")
     return seg
 
 
 def _grid(seg: Layer, config: MorphologyConfig) -> BlockGrid:
     shape = tuple(min(b, s) for b, s in zip(config.block_shape, seg.info.shape_zyx, strict=True))
-    shape = tuple(max(f, (b // f) * f) for b, f in zip(shape, config.downsample, strict=True))
+    factors = np.lcm(config.mesh_downsample, config.skeleton_downsample)
+    shape = tuple(max(int(f), (b // int(f)) * int(f)) for b, f in zip(shape, factors, strict=True))
     return BlockGrid(seg.roi, shape)  # type: ignore[arg-type]
 
 
@@ -179,8 +185,8 @@ class MeshBlock:
 
     def __call__(self, block: Block) -> None:
         c = self.config
-        data, offset, low, high = _read_downsampled(self.url, c.segmentation, block, c.downsample)
-        res = _resolution(self.url, c.segmentation, c.downsample)
+        data, offset, low, high = _read_downsampled(self.url, c.segmentation, block, c.mesh_downsample)
+        res = _resolution(self.url, c.segmentation, c.mesh_downsample)
         meshes = mesh_block(data, res, offset, low, high)
         pieces = {}
         for i, m in meshes.items():
@@ -200,7 +206,7 @@ class MeshMerge:
         ws = worker_workspace(self.url)
         c = self.config
         ids = fragments.shard_ids(list(self.index), self.n_shards, block.index[0])
-        res = _resolution(self.url, c.segmentation, c.downsample)
+        res = _resolution(self.url, c.segmentation, c.mesh_downsample)
         prefix = f"{ws.layer_key(c.segmentation)}/mesh/"
         for i, pieces in fragments.gather(ws, "mesh", self.index, ids).items():
             mesh = merge_meshes([TriMesh(p["vertices"], p["faces"]) for p in pieces])
@@ -263,8 +269,8 @@ class SkeletonBlock:
 
     def __call__(self, block: Block) -> None:
         c = self.config
-        data, offset, _, _ = _read_downsampled(self.url, c.segmentation, block, c.downsample)
-        res = _resolution(self.url, c.segmentation, c.downsample)
+        data, offset, _, _ = _read_downsampled(self.url, c.segmentation, block, c.skeleton_downsample)
+        res = _resolution(self.url, c.segmentation, c.skeleton_downsample)
         pieces = skeletonize_block(data, res, offset, c.teasar)
         fragments.write_block_pieces(worker_workspace(self.url), "skeletonize", block.block_id, pieces)
 
