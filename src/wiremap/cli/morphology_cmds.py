@@ -98,8 +98,8 @@ def compartments(
     overwrite: Overwrite = False,
 ) -> None:
     """Myelin mask and soma/axon/dendrite/glia/cilium per skeleton node and voxel (after skeletonize)."""
-    report = _run("run_compartments", workspace, _config(segmentation, block_shape, image), executor, workers,
-                  scheduler, overwrite)
+    config = _config(segmentation, block_shape, image)
+    report = _run("run_compartments", workspace, config, executor, workers, scheduler, overwrite)
     _say("labelled compartments of", report)
 
 
