@@ -297,7 +297,7 @@ def viewer_state(
         if "mesh" in info:  # meshes show the selected neurons in 3D; slices would hide them
             state["showSlices"] = False
         source: str | dict[str, Any] = {"url": url, "subsources": {"default": True, **extra}} if extra else url
-        layer = {
+        layer: dict[str, Any] = {
             "type": "segmentation",
             "name": "neurons",
             "source": source,
@@ -410,7 +410,7 @@ class DataServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     @property
     def data_url(self) -> str:

@@ -129,14 +129,9 @@ def _criteria(
     min_pre: int | None = None,
     min_post: int | None = None,
 ) -> NeuronCriteria | None:
-    given = {
-        k: v
-        for k, v in dict(bodyId=ids or None, type=type_, ei=ei, min_pre=min_pre, min_post=min_post).items()
-        if v is not None
-    }
-    if not given:
+    if not ids and type_ is None and ei is None and min_pre is None and min_post is None:
         return None
-    return NeuronCriteria(regex=regex, **given)
+    return NeuronCriteria(bodyId=ids or None, type=type_, regex=regex, ei=ei, min_pre=min_pre, min_post=min_post)
 
 
 @query_app.command("neurons")

@@ -38,7 +38,7 @@ def _config(  # noqa: ANN202
         config = replace(config, block_shape=parse_shape(block_shape, "--block-shape"))
     for field_name, value in downsample.items():
         if value:
-            config = replace(config, **{field_name: parse_shape(value, "--downsample")})
+            config = replace(config, **{field_name: parse_shape(value, "--downsample")})  # type: ignore[arg-type]
     return config
 
 

@@ -141,7 +141,7 @@ class NeuronCriteria:
 
     def id_sql(self, column: str) -> tuple[str, list[Any]]:
         """``column`` restricted to :attr:`bodyId` (which must be set)."""
-        ids = list(self.bodyId or ())
+        ids = list(_as_tuple(self.bodyId)) if self.bodyId is not None else []
         if len(ids) == 1:
             return f"{column} = ?", ids
         return f"{column} IN (SELECT unnest(?::UBIGINT[]))", [ids]
@@ -165,14 +165,14 @@ class NeuronCriteria:
             else:
                 parts.append(f"list_contains(?::VARCHAR[], {alias}.type)")
                 params.append(types)
-        for column, value in (("ei", self.ei), ("kind", self.kind)):
-            if value is not None:
+        for column, text in (("ei", self.ei), ("kind", self.kind)):
+            if text is not None:
                 parts.append(f"{alias}.{column} = ?")
-                params.append(value)
-        for column, value in (("n_pre", self.min_pre), ("n_post", self.min_post)):
-            if value is not None:
+                params.append(text)
+        for column, count in (("n_pre", self.min_pre), ("n_post", self.min_post)):
+            if count is not None:
                 parts.append(f"{alias}.{column} >= ?")
-                params.append(value)
+                params.append(count)
         for key, value in self.properties.items():
             parts.append(f'{alias}."{key}" = ?')
             params.append(value)

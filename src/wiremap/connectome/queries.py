@@ -63,7 +63,7 @@ class Connectome:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
         self.path, self.version = ensure_database(self.ws, version)
         self.read_only = read_only
-        config = {"threads": threads} if threads else {}
+        config: dict[str, str | bool | int | float | list[str]] = {"threads": threads} if threads else {}
         try:
             self._con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:  # e.g. another process holds it open for writing

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -205,9 +206,9 @@ def normalise_synapses(df: pd.DataFrame, source: str) -> pa.Table:
             f"{', '.join(SYNAPSE_REQUIRED)}; has {', '.join(map(str, df.columns))})"
         )
     n = len(df)
-    cols: dict[str, object] = {}
+    cols: dict[str, Any] = {}
     cols["id"] = _ids(df, "id", source) if "id" in df.columns else np.arange(1, n + 1, dtype=np.uint64)
-    if len(np.unique(cols["id"])) != n:  # type: ignore[arg-type]
+    if len(np.unique(cols["id"])) != n:
         raise InputError(f"{source}: synapse ids are not unique")
     cols["pre"] = _ids(df, "pre", source)
     cols["post"] = _ids(df, "post", source)
@@ -217,10 +218,10 @@ def normalise_synapses(df: pd.DataFrame, source: str) -> pa.Table:
         else:
             cols[c] = np.full(n, 1.0 if c == "confidence" else np.nan)
     for c in ("z", "y", "x"):
-        if np.isnan(cols[c]).any():  # type: ignore[call-overload]
+        if np.isnan(cols[c]).any():
             raise InputError(f"{source}: column {c!r} has missing positions")
     conf = cols["confidence"]
-    if ((conf < 0) | (conf > 1)).any():  # type: ignore[operator]
+    if ((conf < 0) | (conf > 1)).any():
         raise InputError(f"{source}: column 'confidence' must lie in [0, 1]")
     empty = pd.Series(pd.Categorical.from_codes(np.zeros(n, np.int8), categories=[""]))
     cols["ei"] = _text(df, "ei", EI_VALUES, source) if "ei" in df.columns else empty

@@ -39,7 +39,7 @@ def write_block_pieces(ws: Workspace, stage: str, block_id: int, pieces: Pieces)
         arrays[f + "_count"] = np.array([len(p) for p in parts], np.int64)
         arrays[f] = np.concatenate(parts) if parts else np.zeros(0)
     sink = io.BytesIO()
-    np.savez(sink, **arrays)  # scratch, read once by the merge: compressing cost more than it saved
+    np.savez(sink, **arrays)  # type: ignore[arg-type]  # scratch, read once by the merge: compressing cost more than it saved
     prefix = scratch_prefix(stage)
     ws.write_bytes(f"{prefix}{block_id}.npz", sink.getvalue())
     ws.write_bytes(f"{prefix}{block_id}.ids", ids.tobytes())  # last: the index trusts it

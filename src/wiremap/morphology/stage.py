@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -122,6 +124,15 @@ def _resolution(url: str, name: str, factors: tuple[int, int, int]) -> tuple[flo
     return tuple(r * f for r, f in zip(res, factors, strict=True))  # type: ignore[return-value]
 
 
+class _RunOptions(TypedDict):
+    """How ``run_blockwise`` runs a pass (passed through from the stage's arguments)."""
+
+    executor: str
+    workers: int
+    scheduler: str | None
+    progress: bool
+
+
 def _shard_grid(n_shards: int) -> BlockGrid:
     return BlockGrid(Roi((0, 0, 0), (n_shards, 1, 1)), (1, 1, 1))
 
@@ -130,8 +141,8 @@ def _run_two_passes(
     ws: Workspace,
     stage: str,
     grid: BlockGrid,
-    block_work: object,
-    shard_work_factory: object,
+    block_work: Callable[[Block], object],
+    shard_work_factory: Callable[[dict[int, list[int]], int], Callable[[Block], object]],
     *,
     executor: str,
     workers: int,
@@ -157,7 +168,7 @@ def _run_two_passes(
     ids = sorted(index)
     n_shards = max(1, min(len(ids), len(grid) * 2))
     if ids:
-        work = shard_work_factory(index, n_shards)  # type: ignore[operator]
+        work = shard_work_factory(index, n_shards)
         run_blockwise(
             BlockTask(f"{stage}-merge", ws.url, _shard_grid(n_shards), work),
             executor=executor,
@@ -498,7 +509,7 @@ def run_compartments(
             f"no skeletons of {config.segmentation!r} in {ws.url}: run `wiremap skeletonize` first"
         )
     seconds: dict[str, float] = {}
-    kw = dict(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
+    kw = _RunOptions(executor=executor, workers=workers, scheduler=scheduler, progress=progress)
     stages = ("myelin", "compartments", "compartments-merge", "compartments-voxels")
     if overwrite:
         for s in stages:
@@ -527,13 +538,13 @@ def run_compartments(
             )
             ws.delete_prefix("blocks/myelin/")
         mgrid = BlockGrid(seg.roi, grid.block_shape, myelin_context(seg.info.resolution_nm, config.myelin))
-        run_blockwise(BlockTask("myelin", ws.url, mgrid, MyelinBlock(ws.url, config)), **kw)  # type: ignore[arg-type]
+        run_blockwise(BlockTask("myelin", ws.url, mgrid, MyelinBlock(ws.url, config)), **kw)
         has_myelin = True
     else:
         log.warning("image layer %r not found: no myelin mask, compartments from geometry alone", config.image)
     seconds["myelin"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_blockwise(BlockTask("compartments", ws.url, grid, FeatureBlock(ws.url, config, has_myelin)), **kw)  # type: ignore[arg-type]
+    run_blockwise(BlockTask("compartments", ws.url, grid, FeatureBlock(ws.url, config, has_myelin)), **kw)
     index = fragments.piece_index(ws, "compartments")
     synapses = None
     if ws.has_table("synapses"):
@@ -554,7 +565,7 @@ def run_compartments(
             ClassifyShard(ws.url, config, index, n_shards, synapses),
         ),
         **kw,
-    )  # type: ignore[arg-type]
+    )
     tables = [ws.read_table(k) for k in ws.list("scratch/compartments/nodes-") if k.endswith(".parquet")]
     tables = [t for t in tables if len(t)]
     nodes = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=NODE_COLUMNS)
@@ -572,7 +583,7 @@ def run_compartments(
         overwrite=True,
     )
     ws.delete_prefix("blocks/compartments-voxels/")
-    run_blockwise(BlockTask("compartments-voxels", ws.url, grid, VoxelBlock(ws.url, config)), **kw)  # type: ignore[arg-type]
+    run_blockwise(BlockTask("compartments-voxels", ws.url, grid, VoxelBlock(ws.url, config)), **kw)
     seconds["voxels"] = time.perf_counter() - t0
     outputs = ["compartments", "skeleton_nodes"] + (["myelin"] if has_myelin else [])
     ws.write_provenance(
