@@ -159,6 +159,31 @@ def test_build_without_neuron_table_and_inferred_ei(tmp_path: Path) -> None:
     assert s.id.tolist() == [1, 2, 3] and (s.confidence == 1.0).all() and (s.ei == "").all()
 
 
+def test_build_keeps_per_synapse_ei_and_partner_confidence(tmp_path: Path) -> None:
+    """The synapse stage's own E/I call and confidences survive the build (NaN / '' where not given)."""
+    ws = Workspace.create(str(tmp_path / "ws"))
+    syn = pd.DataFrame(
+        {
+            "pre": [5, 5, 6],
+            "post": [6, 7, 5],
+            "z": [1, 2, 3],
+            "y": [0, 0, 0],
+            "x": [4, 4, 4],
+            "ei": ["E", "E", "I"],
+            "ei_synapse": ["E", "I", "I"],
+            "ei_confidence": [0.9, 0.6, np.nan],
+            "partner_confidence": [0.8, 0.7, 0.95],
+        }
+    )
+    build(ws, synapses=syn)
+    s = ws.read_table("synapses").sort_values("id")
+    assert s.ei_synapse.tolist() == ["E", "I", "I"] and s.ei.tolist() == ["E", "E", "I"]
+    assert np.allclose(s.ei_confidence, [0.9, 0.6, np.nan], equal_nan=True)
+    assert np.allclose(s.partner_confidence, [0.8, 0.7, 0.95])
+    rows = Connectome(ws).sql("SELECT id, ei_synapse, partner_confidence FROM synapses ORDER BY id")
+    assert rows["ei_synapse"].tolist() == ["E", "I", "I"]
+
+
 def test_build_from_workspace_tables_needs_synapses(tmp_path: Path) -> None:
     ws = Workspace.create(str(tmp_path / "ws"))
     with pytest.raises(LayerNotFoundError, match="tables/synapses"):
@@ -181,6 +206,8 @@ def test_build_from_workspace_tables_needs_synapses(tmp_path: Path) -> None:
         (lambda s: s.assign(pre=s.pre.where(s.index != 1, 0)), "0 is background"),
         (lambda s: s.assign(id=1), "not unique"),
         (lambda s: s.assign(confidence=2.0), "confidence"),
+        (lambda s: s.assign(ei_confidence=-0.1), "'ei_confidence' must lie in"),
+        (lambda s: s.assign(ei_synapse="maybe"), "column 'ei_synapse' row 0 has 'maybe'"),
     ],
 )
 def test_bad_tables_are_refused_and_nothing_written(tmp_path: Path, change, message) -> None:

@@ -38,8 +38,8 @@ from wiremap.errors import InputError
 
 MAX_ID = 2**64 - 1
 SYNAPSE_REQUIRED = ("pre", "post", "z", "y", "x")
-SYNAPSE_FLOAT = ("z", "y", "x", "nz", "ny", "nx", "size", "confidence")
-SYNAPSE_TEXT = ("ei", "pre_compartment", "post_compartment")
+SYNAPSE_FLOAT = ("z", "y", "x", "nz", "ny", "nx", "size", "confidence", "ei_confidence", "partner_confidence")
+SYNAPSE_TEXT = ("ei", "ei_synapse", "pre_compartment", "post_compartment")
 SYNAPSE_COLUMNS = (
     "id",
     "pre",
@@ -50,6 +50,9 @@ SYNAPSE_COLUMNS = (
     "pre_compartment",
     "post_compartment",
     "confidence",
+    "ei_synapse",  # this synapse's own E/I call ('ei' is the presynaptic neuron's consensus)
+    "ei_confidence",  # confidence of the E/I call, NaN when unknown
+    "partner_confidence",  # confidence of the pre/post assignment, NaN when unknown
 )
 NEURON_BASE = ("id", "type", "ei", "kind", "soma_z", "soma_y", "soma_x", "volume_um3")
 NEURON_DERIVED = (
@@ -220,11 +223,12 @@ def normalise_synapses(df: pd.DataFrame, source: str) -> pa.Table:
     for c in ("z", "y", "x"):
         if np.isnan(cols[c]).any():
             raise InputError(f"{source}: column {c!r} has missing positions")
-    conf = cols["confidence"]
-    if ((conf < 0) | (conf > 1)).any():
-        raise InputError(f"{source}: column 'confidence' must lie in [0, 1]")
+    for c in ("confidence", "ei_confidence", "partner_confidence"):
+        if ((cols[c] < 0) | (cols[c] > 1)).any():  # NaN (unknown) compares False: allowed
+            raise InputError(f"{source}: column {c!r} must lie in [0, 1]")
     empty = pd.Series(pd.Categorical.from_codes(np.zeros(n, np.int8), categories=[""]))
-    cols["ei"] = _text(df, "ei", EI_VALUES, source) if "ei" in df.columns else empty
+    for c in ("ei", "ei_synapse"):
+        cols[c] = _text(df, c, EI_VALUES, source) if c in df.columns else empty
     for c in ("pre_compartment", "post_compartment"):
         cols[c] = _text(df, c, COMPARTMENTS, source) if c in df.columns else empty
     arrays = {c: _text_array(cols[c]) if c in SYNAPSE_TEXT else pa.array(cols[c]) for c in SYNAPSE_COLUMNS}

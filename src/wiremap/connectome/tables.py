@@ -124,7 +124,8 @@ def _derive(con: duckdb.DuckDBPyConnection, has_neurons: bool, extra: list[str])
         CREATE TABLE synapses AS
         SELECT s.id, s.pre, s.post, s.z, s.y, s.x, s.nz, s.ny, s.nx, s.size,
                CASE WHEN s.ei <> '' THEN s.ei ELSE coalesce(n.ei, '') END AS ei,
-               s.pre_compartment, s.post_compartment, s.confidence
+               s.pre_compartment, s.post_compartment, s.confidence,
+               s.ei_synapse, s.ei_confidence, s.partner_confidence
         FROM syn_in s LEFT JOIN (SELECT id, ei FROM {neu}) n ON s.pre = n.id
         ORDER BY s.pre, s.post
         """.format(neu="neu_in" if has_neurons else "(SELECT NULL::UBIGINT AS id, NULL::VARCHAR AS ei)")
