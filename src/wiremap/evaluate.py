@@ -7,44 +7,7 @@ Example:
     1.0
 """
 
-from wiremap.evaluation import (
-    ERL,
-    PRF,
-    VOI,
-    ARand,
-    ContingencyTable,
-    EIAccuracy,
-    PointMatch,
-    Residual,
-    adapted_rand_error,
-    alignment_residual,
-    contingency_table,
-    ei_accuracy,
-    expected_run_length,
-    match_points,
-    segment_to_truth_map,
-    synapse_detection_scores,
-    synaptic_partner_scores,
-    variation_of_information,
-)
+from wiremap import evaluation as _evaluation
+from wiremap.evaluation import *  # noqa: F403  (the same names, one list: evaluation.__all__)
 
-__all__ = [
-    "ERL",
-    "PRF",
-    "VOI",
-    "ARand",
-    "ContingencyTable",
-    "EIAccuracy",
-    "PointMatch",
-    "Residual",
-    "adapted_rand_error",
-    "alignment_residual",
-    "contingency_table",
-    "ei_accuracy",
-    "expected_run_length",
-    "match_points",
-    "segment_to_truth_map",
-    "synapse_detection_scores",
-    "synaptic_partner_scores",
-    "variation_of_information",
-]
+__all__ = _evaluation.__all__

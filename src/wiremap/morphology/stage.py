@@ -144,24 +144,16 @@ def _run_two_passes(
     block_work: Callable[[Block], object],
     shard_work_factory: Callable[[dict[int, list[int]], int], Callable[[Block], object]],
     *,
-    executor: str,
-    workers: int,
-    scheduler: str | None,
+    run: _RunOptions,
     overwrite: bool,
-    progress: bool,
 ) -> tuple[int, dict[str, float]]:
+    """Blocks write pieces, then shards of segment ids merge them; seconds of each pass."""
     seconds: dict[str, float] = {}
     if overwrite:
         for prefix in (f"blocks/{stage}/", f"blocks/{stage}-merge/", fragments.scratch_prefix(stage)):
             ws.delete_prefix(prefix)
     t0 = time.perf_counter()
-    run_blockwise(
-        BlockTask(stage, ws.url, grid, block_work),
-        executor=executor,
-        workers=workers,  # type: ignore[arg-type]
-        scheduler=scheduler,
-        progress=progress,
-    )
+    run_blockwise(BlockTask(stage, ws.url, grid, block_work), **run)
     seconds["blocks"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = fragments.piece_index(ws, stage)
@@ -169,13 +161,7 @@ def _run_two_passes(
     n_shards = max(1, min(len(ids), len(grid) * 2))
     if ids:
         work = shard_work_factory(index, n_shards)
-        run_blockwise(
-            BlockTask(f"{stage}-merge", ws.url, _shard_grid(n_shards), work),
-            executor=executor,
-            workers=workers,
-            scheduler=scheduler,
-            progress=progress,
-        )
+        run_blockwise(BlockTask(f"{stage}-merge", ws.url, _shard_grid(n_shards), work), **run)
     seconds["merge"] = time.perf_counter() - t0
     return len(ids), seconds
 
@@ -240,28 +226,45 @@ def run_mesh(
 ) -> MorphologyReport:
     """Multi-resolution meshes of every segment into ``layers/<seg>/mesh``."""
     config = config or MorphologyConfig()
-    seg = _check(ws, config)
-    mesh_prefix = f"{ws.layer_key(config.segmentation)}/mesh/"
-    if overwrite:
-        ws.delete_prefix(mesh_prefix)
-    ws.write_json(f"{mesh_prefix}info", multires_info(seg.info.resolution_nm))
-    n, seconds = _run_two_passes(
+    return _run_segment_stage(
         ws,
+        config,
         "mesh",
-        _grid(seg, config),
+        "mesh",
+        multires_info(_check(ws, config).info.resolution_nm),
         MeshBlock(ws.url, config),
         lambda index, n_shards: MeshMerge(ws.url, config, index, n_shards),
-        executor=executor,
-        workers=workers,
-        scheduler=scheduler,
-        overwrite=overwrite,
-        progress=progress,
+        _RunOptions(executor=executor, workers=workers, scheduler=scheduler, progress=progress),
+        overwrite,
     )
-    _add_info_key(ws, config.segmentation, "mesh", "mesh")
+
+
+def _run_segment_stage(
+    ws: Workspace,
+    config: MorphologyConfig,
+    stage: str,
+    directory: str,
+    info: dict,
+    block_work: Callable[[Block], object],
+    shard_work_factory: Callable[[dict[int, list[int]], int], Callable[[Block], object]],
+    run: _RunOptions,
+    overwrite: bool,
+) -> MorphologyReport:
+    """What meshing and skeletonizing share: ``<seg>/<directory>/info``, both passes, the segmentation's
+    info key naming the directory, provenance."""
+    seg = _check(ws, config)
+    prefix = f"{ws.layer_key(config.segmentation)}/{directory}/"
+    if overwrite:
+        ws.delete_prefix(prefix)
+    ws.write_json(f"{prefix}info", info)
+    n, seconds = _run_two_passes(
+        ws, stage, _grid(seg, config), block_work, shard_work_factory, run=run, overwrite=overwrite
+    )
+    _add_info_key(ws, config.segmentation, directory, directory)
     if n == 0:
-        log.warning("segmentation %r has no segments: no meshes written", config.segmentation)
+        log.warning("segmentation %r has no segments: nothing written to %s", config.segmentation, prefix)
     ws.write_provenance(
-        "mesh", parameters=_params(config), inputs=[config.segmentation], outputs=[f"{config.segmentation}/mesh"]
+        stage, parameters=_params(config), inputs=[config.segmentation], outputs=[f"{config.segmentation}/{directory}"]
     )
     return MorphologyReport(n, seconds, int(np.prod(seg.info.shape_zyx)))
 
@@ -316,33 +319,17 @@ def run_skeletonize(
 ) -> MorphologyReport:
     """Skeletons (radius per vertex; compartment 0 until ``run_compartments``) into ``layers/<seg>/skeletons``."""
     config = config or MorphologyConfig()
-    seg = _check(ws, config)
-    prefix = f"{ws.layer_key(config.segmentation)}/skeletons/"
-    if overwrite:
-        ws.delete_prefix(prefix)
-    ws.write_json(f"{prefix}info", skeleton_info())
-    n, seconds = _run_two_passes(
+    return _run_segment_stage(
         ws,
+        config,
         "skeletonize",
-        _grid(seg, config),
+        "skeletons",
+        skeleton_info(),
         SkeletonBlock(ws.url, config),
         lambda index, n_shards: SkeletonMerge(ws.url, config, index, n_shards),
-        executor=executor,
-        workers=workers,
-        scheduler=scheduler,
-        overwrite=overwrite,
-        progress=progress,
+        _RunOptions(executor=executor, workers=workers, scheduler=scheduler, progress=progress),
+        overwrite,
     )
-    _add_info_key(ws, config.segmentation, "skeletons", "skeletons")
-    if n == 0:
-        log.warning("segmentation %r has no segments: no skeletons written", config.segmentation)
-    ws.write_provenance(
-        "skeletonize",
-        parameters=_params(config),
-        inputs=[config.segmentation],
-        outputs=[f"{config.segmentation}/skeletons"],
-    )
-    return MorphologyReport(n, seconds, int(np.prod(seg.info.shape_zyx)))
 
 
 def skeleton_ids(ws: Workspace, segmentation: str = "segmentation") -> list[int]:
