@@ -1,4 +1,4 @@
-"""``wiremap stitch`` and ``wiremap align``: tiles -> montaged sections -> aligned volume."""
+"""``wiremap stitch``, ``align`` and ``align-truth``: tiles -> montaged sections -> aligned volume (-> its truth)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,18 @@ def align(
     )
 
 
+def align_truth(workspace: WorkspaceArg) -> None:
+    """Carry a synthetic workspace's ground truth into the aligned frame (groundtruth/aligned/...), so that
+    stages run on `aligned` can be scored end to end."""
+    from wiremap.align.truth import carry_truth
+
+    ws = Workspace.open(workspace)
+    with console.status("mapping ground truth into the aligned frame"):
+        written = carry_truth(ws)
+    console.print("wrote " + ", ".join(written))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(stitch)
     app.command()(align)
+    app.command("align-truth")(align_truth)
