@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from wiremap.align import known, qc
-from wiremap.align.stack import align_stack
+from wiremap.align.stack import AlignConfig, align_stack
 
 DATA = Path(__file__).parent / "data" / "isbi2012_align_crops.npz"
 
@@ -19,7 +19,7 @@ def test_table_plot_and_overlays(tmp_path):
         imgs.append(known.distort(src, c, noise=5, seed=z))
         contents.append(c)
     imgs.insert(2, np.full(src.shape, 50, np.uint8))
-    res = align_stack(imgs)
+    res = align_stack(imgs, AlignConfig(reference="first"))  # overlays against section 0
     table = qc.alignment_table(res)
     assert list(table["status"]) == ["reference", "aligned", "blank", "aligned"]
     assert list(table["attention"]) == [False, False, True, False]

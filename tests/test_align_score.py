@@ -104,5 +104,6 @@ def test_synthetic_tissue_stack_has_no_catastrophic_section(tmp_path):
     overall, per = score_alignment(ws)
     qc = ws.read_table("align_qc")
     assert (qc["status"] != "failed").all() and (qc["min_jacobian"].dropna() > 0).all()
-    assert per["max_px"].max() < 15.0  # no section lost
-    assert overall.mean_px < 2.5 and per["mean_px"].iloc[0] < 1.5
+    assert per["max_px"].max() < 13.0  # no section lost
+    # measured 1.43 / 3.89 px with the middle reference (1.63 / 4.22 from the first section)
+    assert overall.mean_px < 1.8 and overall.p95_px < 4.8 and per["mean_px"].iloc[0] < 1.5

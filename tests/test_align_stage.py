@@ -45,7 +45,7 @@ def test_stitch_then_align(ws):
         assert _ncc(al[0], al[z]) > _ncc(mont[0], mont[z]) + 0.1
         assert _ncc(al[0], al[z]) > 0.8
     assert ws.has_table("align_qc") and ws.has_table("montage_qc")
-    assert ws.exists("qc/align_residuals.png") and ws.exists("qc/align_overlay_1.png")
+    assert ws.exists("qc/align_residuals.png") and ws.exists("qc/align_overlay_2.png")  # reference: section 1
     assert ws.provenance("align")["outputs"] == ["aligned"]
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -79,6 +79,8 @@ class AlignConfig(BaseModel):
     tear_px: float = 0.4  # cut springs where the mesh misses matches by more (folds seen in flow)
     neighbours: int = 2  # previous sections each section is matched to (solved jointly)
     detrend_sections: float = 0.0  # >0: remove chain drift slower than this (Gaussian sigma, sections)
+    detrend_elastic_only: bool = False  # detrend only the non-affine part of the fields
+    reference: Literal["first", "middle"] = "middle"  # frame: first or middle non-blank section
     max_disagreement_px: float = 3.0  # neighbours disagreeing more (p95): keep the best only
 
 

@@ -1,6 +1,11 @@
 """Stack alignment: every section matched to its previous ones, the chain kept in check.
 
-``align_stack(sections)`` walks the stack once.  Section z is aligned
+``align_stack(sections)`` picks the reference frame (``reference_section``: by
+default the non-blank section nearest the middle of the stack) and walks from it
+up to the last section and down to the first; "previous" below means previous
+along the walk.  On changing sections each match follows a little of the
+content's own apparent motion (oblique neurites), which adds up along a walk;
+starting in the middle halves the longest walk.  Section z is aligned
 (``pair.align_pair``) to up to ``neighbours`` previous good sections, and each
 match composed with that section's own field (``Field.then``) gives a
 candidate field for z.  Candidates that agree (p95 node distance within
@@ -32,7 +37,7 @@ from wiremap.align.pair import AlignConfig, PairResult, align_pair, coarse_affin
 from wiremap.errors import WiremapError
 
 __all__ = ["AlignConfig", "PairResult", "SectionAlignment", "align_pair", "align_stack",
-           "coarse_affine", "downsample", "section_masks"]
+           "coarse_affine", "downsample", "reference_section", "section_masks"]
 
 
 @dataclass
@@ -93,6 +98,7 @@ class _Done:
     field: Field
     folded: bool
     fallback: bool
+    pos: int = 0  # place along the walk (z for a forward walk; distance from the reference)
 
 
 @dataclass
@@ -106,14 +112,18 @@ class _Candidate:
         return "fallback" in self.pair.extras
 
 
-def _targets(done: list[_Done], z: int, cfg: AlignConfig, max_skip: int) -> tuple[list[_Done], list[str]]:
-    """The previous sections to match ``z`` to (nearest first), and flags saying why."""
+def _targets(done: list[_Done], z: int, cfg: AlignConfig, max_skip: int,
+             pos: int | None = None) -> tuple[list[_Done], list[str]]:
+    """The previous sections to match ``z`` (at ``pos`` along the walk) to (nearest first),
+    and flags saying why."""
     flags: list[str] = []
+    pos = z if pos is None else pos
     near = done[-max(1, cfg.neighbours):][::-1]
-    if near[0].z != z - 1:
-        flags.append(f"bridged gap {near[0].z + 1}..{z - 1}")
+    if near[0].pos != pos - 1:
+        a, b = sorted((near[0].z, z))
+        flags.append(f"bridged gap {a + 1}..{b - 1}")
     if any(d.folded for d in near):
-        clean = [d for d in done if not d.folded and z - d.z <= max_skip]
+        clean = [d for d in done if not d.folded and pos - d.pos <= max_skip]
         if clean:
             use = [d for d in near if not d.folded]
             if all(clean[-1] is not u for u in use):
@@ -151,19 +161,50 @@ def _combine(cands: list[_Candidate], cfg: AlignConfig) -> tuple[list[_Candidate
     return group, float(dis.max()) if n > 1 else float("nan"), base.with_data(data)
 
 
+def reference_section(sections: Any, cfg: AlignConfig) -> int:
+    """The section whose frame the stack is aligned to: the first non-blank one, or
+    (``cfg.reference == 'middle'``) the non-blank one nearest the middle of the stack."""
+    n = len(sections)
+    order = range(n) if cfg.reference == "first" else \
+        sorted(range(n), key=lambda z: (abs(z - (n - 1) // 2), z))
+    for z in order:
+        if not normalize.is_blank(sections[z]):
+            return int(z)
+    return 0
+
+
 def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
                 min_match_fraction: float = 0.1, max_skip: int = 3) -> list[SectionAlignment]:
-    """Align every section to its previous good ones; returns one record per section.
+    """Align every section to its good neighbours towards the reference; one record per section.
 
     ``sections`` is a (z, y, x) array or a sequence of 2-D arrays (read lazily;
-    ``cfg.neighbours`` + 1 sections are held at a time).  The first non-blank
-    section is the reference frame.  Fields are composed (``Field.then``), so
-    nothing is re-rendered between pairs.
+    ``cfg.neighbours`` + 1 sections are held at a time).  The reference frame is
+    ``reference_section``: with ``cfg.reference == 'middle'`` the stack is walked from
+    the middle section up and down, so that no section is more than half the stack
+    away from the frame it is aligned to.  The matching error of changing sections
+    accumulates along each walk (the content's own apparent motion), so halving the
+    walks halves the largest accumulated error.  Fields are composed
+    (``Field.then``), so nothing is re-rendered between pairs.
     """
     cfg = cfg or AlignConfig()
+    n = len(sections)
+    ref = reference_section(sections, cfg) if n else 0
+    up = _walk(sections, list(range(ref, n)), cfg, min_match_fraction, max_skip)
+    down = _walk(sections, list(range(ref, -1, -1)), cfg, min_match_fraction, max_skip) \
+        if ref > 0 else []
+    out = sorted(down[1:] + up, key=lambda r: r.z)
+    if cfg.detrend_sections > 0:
+        detrend(out, cfg.detrend_sections, cfg.detrend_elastic_only)
+    return out
+
+
+def _walk(sections: Any, order: list[int], cfg: AlignConfig, min_match_fraction: float,
+          max_skip: int) -> list[SectionAlignment]:
+    """Align the sections ``order`` (consecutive z, up or down) each to its previous good
+    ones along the walk; the first non-blank one is the reference."""
     out: list[SectionAlignment] = []
     done: list[_Done] = []
-    for z in range(len(sections)):
+    for pos, z in enumerate(order):
         img = sections[z]
         if normalize.is_blank(img):
             out.append(SectionAlignment(z, "blank", None, None, flags=["blank: bridged"]))
@@ -176,9 +217,9 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
                                 else cfg.fine.stride)
             out.append(SectionAlignment(z, "reference", ident, None, fold_fraction=frac,
                                         min_jacobian=1.0, flags=flags))
-            done.append(_Done(z, img, mask, ident, frac > 0, False))
+            done.append(_Done(z, img, mask, ident, frac > 0, False, pos))
             continue
-        targets, tflags = _targets(done, z, cfg, max_skip)
+        targets, tflags = _targets(done, z, cfg, max_skip, pos)
         flags += tflags
         cands, errors = [], []
         for t in targets:
@@ -216,18 +257,16 @@ def align_stack(sections: Any, cfg: AlignConfig | None = None, *,
                                     pair.match_residual_px, pair.match_residual_p95_px,
                                     frac, jac, flags, [c.target.z for c in group], dis, fallback))
         folded = frac > 0 or pair.extras.get("torn_nodes", 0) > 0
-        done.append(_Done(z, img, mask, total, folded, fallback))
+        done.append(_Done(z, img, mask, total, folded, fallback, pos))
         keep = done[-max(cfg.neighbours, 1):]
         clean = [d for d in done if not d.folded]
         if clean and all(clean[-1] is not d for d in keep):
             keep.insert(0, clean[-1])
         done = keep  # bounded memory: the nearest sections and the last fold-free one
-    if cfg.detrend_sections > 0:
-        detrend(out, cfg.detrend_sections)
     return out
 
 
-def detrend(results: list[SectionAlignment], sigma: float) -> None:
+def detrend(results: list[SectionAlignment], sigma: float, elastic_only: bool = False) -> None:
     """Remove the chain's slow drift in place: each field minus the Gaussian-weighted mean
     (``sigma`` sections) of its neighbours' fields, plus that mean at the reference.
 
@@ -244,12 +283,26 @@ def detrend(results: list[SectionAlignment], sigma: float) -> None:
     base = have[0].field
     zs = np.array([r.z for r in have], np.float64)
     data = np.stack([r.field.resample_like(base).data for r in have])
+    if elastic_only:
+        lin = np.stack([_affine_part(d) for d in data])
+        kept = data - lin
+        data = kept
     g = np.exp(-0.5 * ((zs[:, None] - zs[None, :]) / sigma) ** 2)
     trend = np.tensordot(g / g.sum(axis=1, keepdims=True), data, axes=1)
     ref = next(i for i, r in enumerate(have) if r.status == "reference")
     for i, r in enumerate(have):
         if r.status == "reference":
             continue
-        r.field = base.with_data(data[i] - trend[i] + trend[ref])
+        out = data[i] - trend[i] + trend[ref]
+        r.field = base.with_data(out + lin[i] if elastic_only else out)
         r.min_jacobian = float(triangle_jacobians(r.field).min())
         r.flags.append(f"drift removed (sigma {sigma:g} sections)")
+
+
+def _affine_part(d: np.ndarray) -> np.ndarray:
+    """Least-squares affine fit of a node field ``(2, gy, gx)``, evaluated on its nodes."""
+    gy, gx = d.shape[1:]
+    yy, xx = np.mgrid[0:gy, 0:gx]
+    a = np.stack([np.ones(gy * gx), yy.ravel(), xx.ravel()], 1)
+    coef = np.linalg.lstsq(a, d.reshape(2, -1).T.astype(np.float64), rcond=None)[0]
+    return (a @ coef).T.reshape(d.shape)
