@@ -114,3 +114,19 @@ def test_relabel_unknown_ids_become_background():
     table = pd.DataFrame({"supervoxel_id": np.array([3, 9], np.uint64), "segment_id": np.array([1, 2], np.uint64)})
     out = agg.relabel(np.array([[[3, 9, 4, 0]]], np.uint64), table)
     assert out.tolist() == [[[1, 2, 0, 0]]]
+
+
+def test_planar_fragments_stay_in_their_section():
+    # two columns of cells (x < 8 and x > 8) through 4 sections, weak z-affinities (as ssTEM predictions)
+    truth = np.zeros((4, 16, 17), np.uint64)
+    truth[:, :, :8], truth[:, :, 9:] = 1, 2
+    aff, _ = affinities_from_labels(truth, NN)
+    aff[0] *= 0.6
+    svs = agg.fragments(aff, resolution_nm=(30.0, 4.0, 4.0), seed_radius_nm=40.0)  # planar by default
+    for z in range(4):
+        assert set(np.unique(svs[z])).isdisjoint(np.unique(np.delete(svs, z, axis=0)))
+    assert len(np.unique(svs)) == 8  # one fragment per cell and section
+    assert len(np.unique(agg.fragments(aff, resolution_nm=(30.0, 4.0, 4.0), planar=False))) < 8
+    table = agg.agglomerate(agg.fragment_sizes(svs), agg.region_edges(svs, aff, (False,) * 3), threshold=0.3)
+    seg = agg.relabel(svs, table)
+    assert scores(truth, seg)[0] < 1e-9 and table["segment_id"].nunique() == 2  # sections linked again
