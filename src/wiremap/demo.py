@@ -3,8 +3,9 @@
 Synthesises a small volume imaged as multi-beam tiles (with section defects),
 then runs every stage through the same commands a user types: stitch and
 align the tiles (scored against the simulator's true maps), then segment,
-mesh, skeletonize, label compartments, detect synapses on the clean volume
-(scored against the synthetic answers), build the connectome and query it.
+mesh, skeletonize, label compartments and detect synapses on the aligned
+stack (scored against the synthetic answers carried into the aligned frame),
+build the connectome and query it.
 Prints the figures and where to look.  A few minutes on two cores.
 
     python -m wiremap.demo [--workspace demo_workspace] [--shape 16,512,512] [--seed 7]
@@ -70,17 +71,36 @@ def run_demo(path: Path, shape: tuple[int, int, int], seed: int) -> int:
     step("stitch tiles into sections", "stitch", ws_url)
     step("align sections", "align", ws_url)
     step("score alignment", "evaluate", "alignment", ws_url)
-    # Part 2, volume to connectome.  Ground truth lives in the tissue's own frame, and the aligned stack
-    # is in its reference section's frame, so the stages below run on the clean volume
-    # (groundtruth/image), where every answer can be scored directly.
-    image = "groundtruth/image"
-    step("segment neurons", "segment", ws_url, "--input", image)
-    step("score segmentation", "evaluate", "segmentation", ws_url)
+    # Part 2, volume to connectome, on the aligned stack.  The synthetic truth lives in the tissue's own
+    # frame; `align-truth` carries it through the exact maps into the aligned frame, so every score below
+    # includes what stitching and alignment got wrong, as it would on real data.
+    truth = "groundtruth/aligned/"
+    step("carry the ground truth into the aligned frame", "align-truth", ws_url)
+    step("segment neurons", "segment", ws_url)
+    step(
+        "score segmentation",
+        "evaluate",
+        "segmentation",
+        ws_url,
+        "--truth",
+        truth + "neurons",
+        "--skeletons",
+        truth + "skeletons.parquet",
+    )
     step("mesh", "mesh", ws_url)
     step("skeletonize", "skeletonize", ws_url)
-    step("compartments and myelin", "compartments", ws_url, "--image", image)
-    step("detect synapses", "synapses", ws_url, "--image", image)
-    step("score synapses", "evaluate", "synapses", ws_url)
+    step("compartments and myelin", "compartments", ws_url)
+    step("detect synapses", "synapses", ws_url)
+    step(
+        "score synapses",
+        "evaluate",
+        "synapses",
+        ws_url,
+        "--truth",
+        truth + "synapses.parquet",
+        "--truth-segmentation",
+        truth + "neurons",
+    )
     step("build the connectome", "connectome", "build", ws_url)
     step("excitatory neurons with the most inputs", "query", ws_url, "neurons", "--ei", "E", "--limit", "5")
     step("strongest connections", "query", ws_url, "adjacencies", "--limit", "5")
