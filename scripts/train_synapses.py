@@ -42,6 +42,9 @@ REAL_TRAIN = (0, 1, 2, 3, 4, 5)
 REAL_TEST = (7, 8, 9)
 
 
+FACE_ON_NZ = 0.7  # |z component| of a cleft normal above which a synapse is face-on (cut en face)
+
+
 def _pool_targets(cleft: np.ndarray, side: np.ndarray, ei: np.ndarray, f: int):
     soft = pool_sections(cleft.astype(np.float32), f)
     return (
@@ -51,9 +54,16 @@ def _pool_targets(cleft: np.ndarray, side: np.ndarray, ei: np.ndarray, f: int):
     )
 
 
+def face_on_mask(clefts: np.ndarray, synapses, f: int) -> np.ndarray:
+    """Pooled 0/1 mask of the clefts of face-on synapses (normal near z), which a 2D network sees worst."""
+    ids = synapses["id"].to_numpy(np.int64)[np.abs(synapses["nz"].to_numpy()) > FACE_ON_NZ]
+    mask = np.isin(clefts, ids).astype(np.float32) if len(ids) else np.zeros(clefts.shape, np.float32)
+    return (pool_sections(mask, f) > 0).astype(np.float32)
+
+
 def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: float) -> dict:
     """One synthetic volume, targets and all, pooled to ``pixel_nm`` (cached on disk)."""
-    path = cache / f"synth_{seed}_{'x'.join(map(str, shape))}.npz"
+    path = cache / f"synth_{seed}_{'x'.join(map(str, shape))}_v2.npz"
     if not path.exists():
         from wiremap.synth.render import RenderConfig, render_em
         from wiremap.synth.tissue import PRESETS, TissueConfig, generate_tissue
@@ -63,8 +73,9 @@ def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: 
         image = render_em(tissue, RenderConfig.preset("sstem"), seed=seed)
         cleft, side, ei = synapse_targets(tissue.synapse_clefts, tissue.cells, tissue.synapse_table, cfg.resolution_nm)
         f = max(1, round(pixel_nm / cfg.resolution_nm[2]))
+        face = face_on_mask(tissue.synapse_clefts, tissue.synapse_table, f)
         soft, side, ei = _pool_targets(cleft, side, ei, f)
-        np.savez_compressed(path, image=pool_sections(image, f), cleft=soft, side=side, ei=ei)
+        np.savez_compressed(path, image=pool_sections(image, f), cleft=soft, side=side, ei=ei, face=face)
     d = np.load(path)
     image = d["image"]
     lo, hi = intensity_range(image)
@@ -74,6 +85,7 @@ def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: 
         "cleft": d["cleft"],
         "side": d["side"],
         "ei": d["ei"],
+        "face": d["face"],
     }
 
 
@@ -86,11 +98,20 @@ def real_source(sections: tuple[int, ...], pixel_nm: float) -> dict:
     lo, hi = intensity_range(image)
     cleft = pool_sections(syn, f)
     ignore = np.full(cleft.shape, -1.0, np.float32)
-    return {"name": "vnc", "image": normalize(image, lo, hi), "cleft": cleft, "side": ignore, "ei": ignore}
+    face = np.zeros(cleft.shape, np.float32)
+    return {"name": "vnc", "image": normalize(image, lo, hi), "cleft": cleft, "side": ignore, "ei": ignore, "face": face}
 
 
-def sample(src: dict, rng: np.random.Generator, patch: int) -> tuple[np.ndarray, ...]:
-    """One augmented patch: image (1, P, P) and targets (3, P, P)."""
+def sample(
+    src: dict, rng: np.random.Generator, patch: int, face_fraction: float = 0.0, context: int = 0
+) -> tuple[np.ndarray, ...]:
+    """One augmented patch: image (2 context + 1, P, P) and targets (4, P, P): cleft, side, ei, face-on cleft.
+
+    ``face_fraction`` of the synapse-centred patches are centred on face-on clefts (when the source has any).
+    With ``context`` > 0 the image has the neighbouring sections as channels
+    (repeated at the volume's ends, and 10% of the time a neighbour is
+    replaced by the middle section, as the stage does at the ends).
+    """
     img = src["image"]
     z_n, y_n, x_n = img.shape
     scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
@@ -98,7 +119,8 @@ def sample(src: dict, rng: np.random.Generator, patch: int) -> tuple[np.ndarray,
     if rng.random() < 0.6:
         if "where" not in src:
             src["where"] = np.argwhere(src["cleft"] > 0.5)
-        w = src["where"]
+            src["where_face"] = np.argwhere(src["face"] > 0.5)
+        w = src["where_face"] if len(src["where_face"]) and rng.random() < face_fraction else src["where"]
         z, cy, cx = w[rng.integers(len(w))] if len(w) else (rng.integers(z_n), y_n // 2, x_n // 2)
         cy += rng.integers(-size // 3, size // 3 + 1)
         cx += rng.integers(-size // 3, size // 3 + 1)
@@ -107,31 +129,55 @@ def sample(src: dict, rng: np.random.Generator, patch: int) -> tuple[np.ndarray,
     else:
         z, y0, x0 = rng.integers(z_n), rng.integers(y_n - size + 1), rng.integers(x_n - size + 1)
     sl = (int(z), slice(y0, y0 + size), slice(x0, x0 + size))
-    stack = np.stack([img[sl], src["cleft"][sl], src["side"][sl], src["ei"][sl]])
+    zs = np.clip(int(z) + np.arange(-context, context + 1), 0, z_n - 1)
+    for j in range(len(zs)):
+        if j != context and rng.random() < 0.1:
+            zs[j] = int(z)
+    sections = [img[int(k), sl[1], sl[2]] for k in zs]
+    stack = np.stack([*sections, src["cleft"][sl], src["side"][sl], src["ei"][sl], src["face"][sl]])
+    c = len(zs)
     k = int(rng.integers(4))
     stack = np.rot90(stack, k, axes=(1, 2))
     if rng.random() < 0.5:
         stack = stack[:, :, ::-1]
     t = torch.from_numpy(np.ascontiguousarray(stack))[None]
     if size != patch:
-        smooth = F.interpolate(t[:, :2], size=(patch, patch), mode="bilinear", align_corners=False)
-        near = F.interpolate(t[:, 2:], size=(patch, patch), mode="nearest")
+        smooth = F.interpolate(t[:, : c + 1], size=(patch, patch), mode="bilinear", align_corners=False)
+        near = F.interpolate(t[:, c + 1 :], size=(patch, patch), mode="nearest")
         t = torch.cat([smooth, near], 1)
     a = t[0].numpy().copy()
     # a low-resolution pixel is cleft if any of its full-resolution pixels is: mean-pooled
     # thin clefts are ~0.5 and would teach the network to sit on the threshold
-    a[1] = (a[1] > 0.2).astype(np.float32)
-    x = np.clip(a[0] + 0.5, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
+    a[c] = (a[c] > 0.2).astype(np.float32)
+    x = np.clip(a[:c] + 0.5, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
     x = (x - 0.5) * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
     if rng.random() < 0.3:
-        x = ndimage.gaussian_filter(x, rng.uniform(0.3, 1.0))
+        x = ndimage.gaussian_filter(x, (0, *(2 * [rng.uniform(0.3, 1.0)])))
     x = x + rng.normal(0, rng.uniform(0, 0.08), x.shape)
-    return x[None].astype(np.float32), a[1:].astype(np.float32)
+    return x.astype(np.float32), a[c:].astype(np.float32)
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def widen_input(state: dict, net: SynapseNet) -> dict:
+    """Weights of a 2D network for a 2.5D one: the middle input channel gets the old filters, the others 0.
+
+    The widened network starts out computing exactly what the 2D one did and
+    learns to use the neighbouring sections from there.
+    """
+    key = "down.0.0.weight"
+    want = net.state_dict()[key].shape[1]
+    w = state[key]
+    if w.shape[1] == want:
+        return state
+    wide = torch.zeros(w.shape[0], want, *w.shape[2:], dtype=w.dtype)
+    wide[:, want // 2] = w[:, w.shape[1] // 2]
+    return {**state, key: wide}
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, face_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Cleft BCE (+ Dice; face-on cleft pixels weighted ``face_weight``), masked BCE on side and E/I."""
     cleft_t = target[:, 0]
-    bce = F.binary_cross_entropy_with_logits(logits[:, 0], cleft_t, pos_weight=torch.tensor(3.0))
+    weight = 1.0 + (face_weight - 1.0) * target[:, 3] if target.shape[1] > 3 and face_weight != 1.0 else None
+    bce = F.binary_cross_entropy_with_logits(logits[:, 0], cleft_t, weight=weight, pos_weight=torch.tensor(3.0))
     p = torch.sigmoid(logits[:, 0])
     dice = 1 - (2 * (p * cleft_t).sum() + 1) / (p.sum() + cleft_t.sum() + 1)
     parts = {"cleft": bce.item(), "dice": dice.item()}
@@ -196,6 +242,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", default=None, help="start from these weights")
+    ap.add_argument("--face-weight", type=float, default=1.0, help="loss weight of face-on cleft pixels")
+    ap.add_argument("--face-fraction", type=float, default=0.0, help="share of synapse patches on face-on clefts")
+    ap.add_argument("--synthetic-first", type=int, default=2001, help="first synthetic training seed")
+    ap.add_argument("--time-limit", type=float, default=0.0, help="stop (and save) after this many seconds")
+    ap.add_argument("--context-sections", type=int, default=0, help="neighbouring sections as input (2.5D)")
     ap.add_argument("--out", default=str(ROOT / "src" / "wiremap" / "models" / "synapses_sstem.pt"))
     ap.add_argument("--evaluate", default=None, help="only score this weight file on real sections")
     args = ap.parse_args()
@@ -215,31 +266,41 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(v) for v in args.synth_shape.split(","))
     t0 = time.time()
-    synth = [synth_source(2001 + i, shape, cache, args.pixel_nm) for i in range(args.synthetic)]  # type: ignore[arg-type]
+    first = args.synthetic_first
+    synth = [synth_source(first + i, shape, cache, args.pixel_nm) for i in range(args.synthetic)]  # type: ignore[arg-type]
     real = [real_source(REAL_TRAIN, args.pixel_nm)]
     print(f"data ready in {time.time() - t0:.0f}s", flush=True)
 
-    net = SynapseNet(SynapseNetConfig(fmaps=args.fmaps))
+    net = SynapseNet(SynapseNetConfig(fmaps=args.fmaps, context_sections=args.context_sections))
     if args.init:
-        net.load_state_dict(torch.load(args.init, weights_only=True)["state_dict"])
+        net.load_state_dict(widen_input(torch.load(args.init, weights_only=True)["state_dict"], net))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iterations, pct_start=0.1)
     meta = {
         "pixel_nm": args.pixel_nm,
-        "trained_on": ["wiremap.synth sstem seeds 2001..", "vnc_sstem_train.npz sections 0-5 (CC BY-NC-SA 3.0)"],
+        "trained_on": [
+            f"wiremap.synth sstem seeds {first}..{first + args.synthetic - 1}",
+            "vnc_sstem_train.npz sections 0-5 (CC BY-NC-SA 3.0)",
+        ],
         "args": vars(args),
     }
     log = []
     t0 = time.time()
     for it in range(1, args.iterations + 1):
         batch = [
-            sample(synth[rng.integers(len(synth))] if b % 2 == 0 else real[0], rng, args.patch)
+            sample(
+                synth[rng.integers(len(synth))] if b % 2 == 0 else real[0],
+                rng,
+                args.patch,
+                args.face_fraction,
+                args.context_sections,
+            )
             for b in range(args.batch)
         ]
         x = torch.from_numpy(np.stack([b[0] for b in batch]))
         y = torch.from_numpy(np.stack([b[1] for b in batch]))
         net.train()
-        loss, parts = loss_fn(net(x), y)
+        loss, parts = loss_fn(net(x), y, args.face_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -248,8 +309,12 @@ def main() -> None:
         if it % 25 == 0:
             mean = {k: round(float(np.mean([p[k] for p in log[-25:] if k in p])), 4) for k in log[-1]}
             print(f"it {it} {time.time() - t0:.0f}s {mean}", flush=True)
-        if it % 100 == 0 or it == args.iterations:
+        out_of_time = bool(args.time_limit) and time.time() - t0 > args.time_limit
+        if it % 100 == 0 or it == args.iterations or out_of_time:
             save_model(args.out, net.eval(), {**meta, "iterations": it})
+        if out_of_time:
+            print(f"time limit reached after {it} iterations", flush=True)
+            break
     (cache / "train_log.json").write_text(json.dumps(log))
 
 

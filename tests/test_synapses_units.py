@@ -135,3 +135,28 @@ def test_annotation_layer_indexes_segments(tmp_path):
     assert ws.exists("layers/synapses/rel_post_segment/7")
     assert not ws.exists("layers/synapses/rel_post_segment/9")
     assert ws.exists("layers/synapses/by_id/2")
+
+
+def test_long_cleft_is_cut_into_synapse_sized_pieces():
+    """A 4-section cleft 3 x 200 px (800 nm) long: cut in two at 500 nm, kept whole without a maximum."""
+    prob = np.zeros((6, 16, 220), np.float32)
+    prob[1:5, 7:10, 10:210] = 0.95  # no valley: one component
+    whole, n_whole = cleft_components(prob, RES, DetectParams(0.5, 0.0, 0.0))
+    assert n_whole == 1
+    cut, n_cut = cleft_components(prob, RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=500.0))
+    assert n_cut == 2
+    table = candidate_table(cut, n_cut, prob).sort_values("x")
+    assert table["x"].tolist() == pytest.approx([59.5, 159.5], abs=1.0)  # the two halves' centres
+    assert table["size"].tolist() == [4 * 3 * 100, 4 * 3 * 100]
+    short, n_short = cleft_components(prob[:, :, :110], RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=500.0))
+    assert n_short == 1  # 400 nm: one piece
+
+
+def test_section_stack_gives_neighbours_with_repeated_ends():
+    from wiremap.synapses.model import section_stack
+
+    sections = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    stack = section_stack(sections, 0, 4, 1)
+    assert stack.shape == (4, 3, 2, 3)
+    assert stack[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert section_stack(sections, 1, 3, 0)[:, :, 0, 0].tolist() == [[1], [2]]

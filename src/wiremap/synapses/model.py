@@ -111,10 +111,27 @@ def pool_sections(image: np.ndarray, factor: int) -> np.ndarray:
     return image.reshape(z, y // factor, factor, x // factor, factor).mean(axis=(2, 4), dtype=np.float32)
 
 
+def section_stack(sections: np.ndarray, z0: int, z1: int, k: int) -> np.ndarray:
+    """``(z1 - z0, 2k + 1, y, x)`` network input: each section with its k neighbours either side.
+
+    Beyond the first and last section the edge section is repeated (the
+    network is trained with such repeated neighbours, so the ends are not
+    worse than a section with a missing neighbour).
+    """
+    z = sections.shape[0]
+    idx = np.clip(np.arange(z0, z1)[:, None] + np.arange(-k, k + 1)[None, :], 0, z - 1)
+    return sections[idx]
+
+
 def predict_sections(
     model: SynapseModel, image: np.ndarray, lo: float, hi: float, resolution_yx_nm: float, batch: int = 4
 ) -> np.ndarray:
-    """``(3, z, y, x)`` float32 probabilities (cleft, side, ei) for a ``(z, y, x)`` uint8 stack."""
+    """``(3, z, y, x)`` float32 probabilities (cleft, side, ei) for a ``(z, y, x)`` uint8 stack.
+
+    A 2.5D network (``context_sections > 0``) takes each section's
+    neighbours from the stack; give a block its z context for identical
+    results across blocks.
+    """
     z, y, x = image.shape
     f = model.factor(resolution_yx_nm)
     small = normalize(pool_sections(image, f), lo, hi) if f > 1 else normalize(image, lo, hi)
@@ -123,9 +140,10 @@ def predict_sections(
     py, px = -sy % m, -sx % m
     small = np.pad(small, ((0, 0), (0, py), (0, px)), mode="reflect" if min(sy, sx) > max(py, px) else "edge")
     out = np.empty((3, z, sy, sx), np.float32)
+    ctx = model.network.config.context_sections
     with torch.inference_mode():
         for k in range(0, z, batch):
-            t = torch.from_numpy(np.ascontiguousarray(small[k : k + batch, None]))
+            t = torch.from_numpy(np.ascontiguousarray(section_stack(small, k, min(k + batch, z), ctx)))
             p = torch.sigmoid(model.network(t))[:, :, :sy, :sx]
             out[:, k : k + batch] = p.permute(1, 0, 2, 3).numpy()
     if f > 1:

@@ -2,8 +2,12 @@
 
 Serial sections are 6-12x coarser in z than in-plane, and a synapse's
 telltale signs (a dark density, a vesicle cloud on one side) are in-plane,
-so the network sees one section at a time; 3D comes from linking the
-per-section predictions (``detect.py``).  Tensors are ``(batch, channel, y, x)``.
+so the network works section by section; 3D comes from linking the
+per-section predictions (``detect.py``).  With ``context_sections = k > 0``
+it also sees the k sections above and below as extra input channels
+(2.5D): a cleft cut en face (normal along z) is a faint grey disc in one
+section but shows as a membrane appearing between two cells in its
+neighbours.  Tensors are ``(batch, channel, y, x)``.
 
 Output channels (logits; ``torch.sigmoid`` gives probabilities):
 
@@ -34,6 +38,11 @@ class SynapseNetConfig:
 
     fmaps: int = 12  # feature maps at full resolution, doubled per level (capped at 64)
     levels: int = 4  # resolution levels (levels - 1 poolings by 2)
+    context_sections: int = 0  # sections above and below given as extra input channels (0: 2D)
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.context_sections + 1
 
     @property
     def pool_total(self) -> int:
@@ -64,14 +73,14 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class SynapseNet(nn.Module):
-    """U-Net: ``(B, 1, Y, X)`` normalised image -> ``(B, 3, Y, X)`` logits (see module doc)."""
+    """U-Net: ``(B, C, Y, X)`` normalised sections (C = ``in_channels``, the middle one is predicted) -> ``(B, 3, Y, X)`` logits."""
 
     def __init__(self, config: SynapseNetConfig | None = None) -> None:
         super().__init__()
         self.config = config or SynapseNetConfig()
         widths = [min(self.config.fmaps * 2**i, 64) for i in range(self.config.levels)]
         self.down = nn.ModuleList()
-        cin = 1
+        cin = self.config.in_channels
         for w in widths:
             self.down.append(_block(cin, w))
             cin = w
