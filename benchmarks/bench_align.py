@@ -361,42 +361,61 @@ def _synth_stitch_truth(ws) -> dict:
 
 
 def bench_synth_stacks(quick: bool, root: Path) -> dict:
-    """``wiremap synth`` -> stitch -> align -> evaluate, per seed; plus the content floor:
-    the same aligner on the clean, undeformed synthetic volume, whose true fields are zero."""
+    """``wiremap synth`` -> stitch -> align -> evaluate, per seed, with and without acquisition
+    defects; each stack aligned twice in this run: from its first section (the earlier
+    default, ``before``) and from its middle section (``AlignConfig()``), with ratios.
+    Plus the content floor: the same aligner on the clean, undeformed synthetic volume,
+    whose true fields are zero."""
     from wiremap.align.score import score_alignment
     from wiremap.align.stack import align_stack
     from wiremap.align.stage import align_stage, stitch_stage
+    from wiremap.synth.acquisition import load_groundtruth
     from wiremap.synth.stage import SynthConfig, run_synth
     from wiremap.volume import Layer
     from wiremap.workspace import Workspace
 
-    out = {}
-    for seed in ([4] if quick else [4, 7, 11]):
-        ws = Workspace.create(str(root / f"synth{seed}"))
-        run_synth(ws, SynthConfig(shape_zyx=(12, 512, 512), seed=seed))
-        stitch_stage(ws)
+    def scored(ws, cfg: AlignConfig) -> dict:
         t0 = time.perf_counter()
-        align_stage(ws, executor="serial", n_overlays=0)
+        align_stage(ws, executor="serial", n_overlays=0, overwrite=True, cfg=cfg)
         dt = time.perf_counter() - t0
         overall, per = score_alignment(ws)
         qc = ws.read_table("align_qc")
-        clean = Layer(ws, "groundtruth/image").read()
-        floor = [float(np.linalg.norm(r.field.data, axis=0)[2:-2, 2:-2].mean())
-                 for r in align_stack(clean) if r.field is not None]
-        from wiremap.synth.acquisition import load_groundtruth
+        return {"residual_mean_px": overall.mean_px, "residual_p95_px": overall.p95_px,
+                "residual_max_px": overall.max_px,
+                "reference": int(qc.loc[qc["status"] == "reference", "z"].iloc[0]),
+                "per_section_mean_px": {int(z): round(float(v), 2)
+                                        for z, v in zip(per["section"], per["mean_px"], strict=True)},
+                "flags": [f for f in qc["flags"] if f],
+                "min_jacobian": float(qc["min_jacobian"].min()), "align_s": dt,
+                "mpx_per_s_wall": len(qc) * float(np.prod(ws_shape(ws))) / 1e6 / dt}
 
-        st = load_groundtruth(ws).sections
-        out[f"seed{seed}"] = {
-            "residual_mean_px": overall.mean_px, "residual_p95_px": overall.p95_px,
-            "residual_max_px": overall.max_px,
-            "per_section_mean_px": [round(float(v), 2) for v in per["mean_px"]],
-            "first_section_mean_px": float(per["mean_px"].iloc[0]),
-            "clean_volume_field_mean_px": float(np.mean(floor[1:])),
-            "clean_volume_last_section_px": floor[-1],
-            "statuses": st["status"].tolist(),
-            "flags": [f for f in qc["flags"] if f],
-            "min_jacobian": float(qc["min_jacobian"].min()), "align_s": dt,
-            "stitch_truth": _synth_stitch_truth(ws)}
+    def ws_shape(ws) -> tuple[int, int]:
+        return tuple(Layer(ws, "montage").info.shape_zyx[1:])
+
+    out = {}
+    for seed in ([4] if quick else [4, 7, 11]):
+        for defects in (True, False):
+            name = f"seed{seed}" + ("" if defects else "_no_defects")
+            ws = Workspace.create(str(root / name))
+            run_synth(ws, SynthConfig(shape_zyx=(12, 512, 512), seed=seed, defects=defects,
+                                      pyramid_scales=1))
+            stitch_stage(ws)
+            before = scored(ws, AlignConfig(reference="first"))
+            after = scored(ws, AlignConfig())
+            clean = Layer(ws, "groundtruth/image").read()
+            floor = [float(np.linalg.norm(r.field.data, axis=0)[2:-2, 2:-2].mean())
+                     for r in align_stack(clean, AlignConfig(reference="first"))
+                     if r.field is not None]
+            st = load_groundtruth(ws).sections
+            out[name] = {
+                "statuses": st["status"].tolist(), "before_first_reference": before,
+                "after_middle_reference": after,
+                "ratios_after_over_before": {
+                    k: after[f"residual_{k}_px"] / before[f"residual_{k}_px"]
+                    for k in ("mean", "p95", "max")},
+                "clean_volume_field_mean_px": float(np.mean(floor[1:])),
+                "clean_volume_last_section_px": floor[-1],
+                "stitch_truth": _synth_stitch_truth(ws) if defects else None}
     return out
 
 
@@ -448,9 +467,11 @@ def bench_vnc(quick: bool) -> dict:
     dt = time.perf_counter() - t0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     inner = (slice(32, h - 32), slice(32, w - 32))
-    sy, sx = yy + cont[0][0], xx + cont[0][1]
+    ref = next(r.z for r in wr if r.status == "reference")
+    assert ref == next(r.z for r in u if r.status == "reference")
+    sy, sx = yy + cont[ref][0], xx + cont[ref][1]
     own, ident, per = [], [], []
-    for z in range(1, n):
+    for z in (z for z in range(n) if z != ref):
         du, dw = u[z].field.dense((h, w)), wr[z].field.dense((h, w))
         ty = sy + ndimage.map_coordinates(du[0], [sy, sx], order=1, mode="nearest")
         tx = sx + ndimage.map_coordinates(du[1], [sy, sx], order=1, mode="nearest")
@@ -466,7 +487,8 @@ def bench_vnc(quick: bool) -> dict:
             "recovery_vs_own_by_section": per,
             "vs_identity_mean_px": float(b.mean()), "vs_identity_p95_px": float(np.percentile(b, 95)),
             "unwarped_field_mean_px": float(np.mean([np.linalg.norm(r.field.data, axis=0).mean()
-                                                     for r in u[1:]])),
+                                                     for r in u if r.z != ref])),
+            "reference": int(ref),
             "align_s": dt}
 
 
@@ -477,8 +499,12 @@ def run_changing(quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         synth = bench_synth_stacks(quick, Path(tmp))
-    return {"synth": synth, "isbi": bench_isbi(quick), "vnc": bench_vnc(quick),
-            "targets": {"align_mean_px": 0.25, "align_p95_px": 0.5}}
+    runs = [v for v in synth.values()]
+    summary = {f"{k}_{w}": float(np.mean([r[k][f"residual_{w}_px"] for r in runs]))
+               for k in ("before_first_reference", "after_middle_reference")
+               for w in ("mean", "p95", "max")}
+    return {"synth": synth, "synth_summary": summary, "isbi": bench_isbi(quick),
+            "vnc": bench_vnc(quick), "targets": {"align_mean_px": 0.25, "align_p95_px": 0.5}}
 
 
 def run(quick: bool) -> dict:
@@ -504,6 +530,11 @@ def run(quick: bool) -> dict:
 
 if __name__ == "__main__":
     if "--changing" in sys.argv:
-        print(json.dumps(run_changing("--quick" in sys.argv), indent=2))
+        figures = run_changing("--quick" in sys.argv)
+        text = json.dumps(figures, indent=2)
+        if "--save" in sys.argv:  # benchmarks/results/align-changing[-quick].json
+            name = "align-changing" + ("-quick" if "--quick" in sys.argv else "")
+            (Path(__file__).resolve().parent / "results" / f"{name}.json").write_text(text)
+        print(text)
     else:
         print(json.dumps(run("--quick" in sys.argv), indent=2))

@@ -118,3 +118,18 @@ def test_stack_uses_two_neighbours_and_records_them(sections):
     res = align_stack(list(sections))
     assert res[2].neighbours and res[2].neighbours[0] == 1
     assert all(r.status in ("reference", "aligned") for r in res)
+
+
+def test_changing_content_is_matched_to_a_folded_neighbour_not_past_it(sections):
+    """On changing sections a match two sections apart is far worse than the fold's own
+    band (masked in matching), so the section after a fold is matched to the folded one;
+    on identical content it is matched past it (``test_align_stack``)."""
+    h, w = sections.shape[1:]
+    c, band, _ = known.add_fold(sections[1], np.zeros((2, h, w)), point=(128, 128),
+                                angle_deg=30, width=10, jump=6)
+    folded = known.paint_band(known.distort(sections[1], c, noise=3), band)
+    res = align_stack([sections[0], folded, sections[2]], AlignConfig(reference="first"))
+    assert res[1].fold_fraction > 0.01 and res[1].status == res[2].status == "aligned"
+    assert res[2].matched_to == 1
+    assert not any("matched past" in f for f in res[2].flags)
+    assert triangle_jacobians(res[2].field).min() > 0
