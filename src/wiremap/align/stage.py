@@ -1,8 +1,12 @@
 """Workspace stages around the pure align functions: ``stitch`` and ``align``.
 
-``stitch_stage(ws)``: tiles (``tiles/manifest.parquet`` + PNGs) -> layer ``montage``,
-one section at a time (``montage.montage`` + ``render_montage``); QC table
-``montage_qc``; sections whose tiles cannot all be placed are listed there.
+``stitch_stage(ws)``: tiles (``tiles/manifest.parquet`` + PNGs) -> layer ``montage``.
+Each section's tile model is solved (``montage.montage``: one section's tiles
+in memory) and stored under ``stitch/models/<z>.npz``; the canvas is then rendered
+*blockwise through the engine*, each block reading only the tiles that touch it
+(``montage.render_montage_roi``), so the canvas size is bounded by storage, not
+memory.  QC table ``montage_qc``; sections whose tiles cannot all be placed are
+listed there.
 
 ``align_stage(ws, input, output)``: any (z, y, x) uint8 image layer -> an aligned
 layer of the same shape.  Fields are solved section by section
@@ -25,16 +29,23 @@ import numpy as np
 
 from wiremap.align import qc
 from wiremap.align.field import Field
-from wiremap.align.montage import MontageConfig, estimate_vignetting, montage, render_montage
+from wiremap.align.montage import (
+    MontageConfig,
+    MontageModel,
+    estimate_vignetting,
+    montage,
+    render_montage_roi,
+)
 from wiremap.align.stack import AlignConfig, align_stack
 from wiremap.align.warp import render_roi
-from wiremap.blockwise import BlockGrid, BlockTask, run_blockwise
+from wiremap.blockwise import BlockGrid, BlockTask, reset_markers, run_blockwise, worker_workspace
 from wiremap.errors import InputError, WiremapError
 from wiremap.roi import Roi
 from wiremap.volume import Layer, create_layer
 from wiremap.workspace import Workspace
 
 FIELDS_PREFIX = "align/fields/"
+MODELS_PREFIX = "stitch/models/"
 
 
 class _LayerSections:
@@ -133,8 +144,6 @@ def align_stage(ws: Workspace, input_layer: str = "montage", output_layer: str =
                                   min(block_yx, info.shape_zyx[2])), overwrite=overwrite)
     grid = BlockGrid(Roi.from_shape(info.shape_zyx), (1, block_yx, block_yx))
     stage = f"align-render-{output_layer}"
-    from wiremap.blockwise import reset_markers
-
     reset_markers(ws, stage)
     report = run_blockwise(BlockTask(stage, ws.url, grid, RenderBlock(ws.url, input_layer,
                                                                       output_layer)),
@@ -169,9 +178,78 @@ def _tmp_png():
     return Path(tempfile.mkstemp(suffix=".png")[1])
 
 
+def _model_bytes(model: MontageModel, keys: list[str]) -> bytes:
+    """A solved section montage (what rendering needs) and its tiles' keys, as npz."""
+    arrays: dict[str, Any] = {
+        "nominal": np.asarray(model.nominal, np.float64),
+        "tile_shapes": np.asarray(model.tile_shapes, np.int64).reshape(-1, 2),
+        "gain": np.asarray(model.gain, np.float64), "offset": np.asarray(model.offset, np.float64),
+        "vignetting": np.float64(model.vignetting), "keys": np.asarray(keys, dtype=str)}
+    for t, m in enumerate(model.meshes):
+        if m is not None:
+            arrays[f"mesh{t}"] = m.data
+            arrays[f"mesh{t}_grid"] = np.array([m.stride, m.origin[0], m.origin[1]], np.float64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _model_from_bytes(b: bytes) -> tuple[MontageModel, list[str]]:
+    d = np.load(io.BytesIO(b))
+    keys = [str(k) for k in d["keys"]]
+    meshes: list[Field | None] = []
+    for t in range(len(keys)):
+        if f"mesh{t}" in d.files:
+            g = d[f"mesh{t}_grid"]
+            meshes.append(Field(d[f"mesh{t}"], float(g[0]), (float(g[1]), float(g[2]))))
+        else:
+            meshes.append(None)
+    shapes = [(int(h), int(w)) for h, w in d["tile_shapes"]]
+    model = MontageModel(d["nominal"], shapes, meshes, d["gain"], d["offset"],
+                         float(d["vignetting"]), [], [])
+    return model, keys
+
+
+class _Tiles:
+    """A section's tiles, read from the workspace only when a block touches them."""
+
+    def __init__(self, ws: Workspace, keys: list[str]) -> None:
+        self.ws, self.keys = ws, keys
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        from wiremap.synth.acquisition import read_tile
+
+        return read_tile(self.ws, self.keys[t])
+
+
+@dataclass(frozen=True)
+class MontageBlock:
+    """Picklable block function: render the montaged sections of one block from their models."""
+
+    url: str
+    output: str
+
+    def __call__(self, block: Any) -> None:
+        ws = worker_workspace(self.url)
+        out = Layer(ws, self.output)
+        (z0, y0, x0), shape = block.write_roi.offset, block.write_roi.shape
+        res = np.zeros(shape, np.uint8)
+        for k in range(shape[0]):
+            key = f"{MODELS_PREFIX}{z0 + k}.npz"
+            if not ws.exists(key):  # no tiles for this section: left empty
+                continue
+            model, keys = _model_from_bytes(ws.read_bytes(key))
+            v, _ = render_montage_roi(_Tiles(ws, keys), model, (y0, x0), shape[1:])
+            res[k] = np.clip(np.rint(v), 0, 255).astype(np.uint8)
+        out.write(res, (z0, y0, x0))
+
+
 def stitch_stage(ws: Workspace, output_layer: str = "montage", *,
-                 cfg: MontageConfig | None = None, overwrite: bool = False) -> dict:
-    """Montage every section of the workspace's tiles into ``output_layer``."""
+                 cfg: MontageConfig | None = None, overwrite: bool = False, block_yx: int = 1024,
+                 executor: str = "processes", workers: int = 2,
+                 scheduler: str | None = None) -> dict:
+    """Montage every section of the workspace's tiles into ``output_layer`` (models solved
+    section by section, canvas rendered blockwise through the engine)."""
     from wiremap.synth.acquisition import META_KEY, read_manifest, read_tile
 
     cfg = cfg or MontageConfig()
@@ -198,10 +276,11 @@ def stitch_stage(ws: Workspace, output_layer: str = "montage", *,
             raise InputError(f"tile {key!r} is {t.dtype} {t.shape}, expected 2-D uint8")
         return t
 
-    out = create_layer(ws, output_layer, shape_zyx=(max(sections) + 1,) + canvas,
-                       resolution_nm=res_nm, dtype="uint8",
-                       chunk_zyx=(1, min(1024, canvas[0]), min(1024, canvas[1])),
-                       overwrite=overwrite)
+    shape_zyx = (max(sections) + 1,) + canvas
+    create_layer(ws, output_layer, shape_zyx=shape_zyx, resolution_nm=res_nm, dtype="uint8",
+                 chunk_zyx=(1, min(block_yx, canvas[0]), min(block_yx, canvas[1])),
+                 overwrite=overwrite)
+    ws.delete_prefix(MODELS_PREFIX)
     sample = [load(k) for k in man["key"].iloc[:: max(1, len(man) // 200)]]
     vig = estimate_vignetting(sample)
     reports = []
@@ -209,8 +288,16 @@ def stitch_stage(ws: Workspace, output_layer: str = "montage", *,
         rows = man[man["section"] == s]
         tiles = [load(k) for k in rows["key"]]
         model, rep = montage(tiles, rows[["y", "x"]].to_numpy(), cfg, vignetting=vig)
-        out.write(render_montage(tiles, model, canvas)[None], (s, 0, 0))
+        ws.write_bytes(f"{MODELS_PREFIX}{s}.npz", _model_bytes(model, list(rows["key"])))
         reports.append(rep)
+    stage = f"stitch-render-{output_layer}"
+    reset_markers(ws, stage)
+    grid = BlockGrid(Roi.from_shape(shape_zyx), (1, block_yx, block_yx))
+    report = run_blockwise(BlockTask(stage, ws.url, grid, MontageBlock(ws.url, output_layer)),
+                           executor=executor, workers=workers, scheduler=scheduler, progress=False)
+    if report.failed:
+        raise WiremapError(f"{len(report.failed)} montage render blocks failed: "
+                           f"{next(iter(report.failed.values()))}")
     table = qc.montage_table(reports, sections)
     ws.write_table("montage_qc", table)
     summary = {"sections": len(sections), "vignetting": vig,
