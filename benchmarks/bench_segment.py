@@ -68,10 +68,11 @@ def _best(candidates: dict, seg_of) -> tuple[float, dict]:
     return best, results[best]
 
 
-def gala_accuracy(tmp: Path) -> dict:
+def gala_accuracy(tmp: Path, model_path: str | None = None) -> dict:
     """VOI/ARAND on gala test vs the two baselines; thresholds picked on gala train."""
     d = np.load(DATA / "gala_fibsem.npz")
-    model = load_model(str(default_model_path("isotropic")))
+    model_path = model_path or str(default_model_path("isotropic"))
+    model = load_model(model_path)
     train_img, train_lab = d["train_image"], d["train_labels"]
     lo, hi = intensity_percentiles(train_img)
     affs = np.round(predict_affinities(model, train_img, lo, hi)[:3] * 255) / 255
@@ -91,9 +92,9 @@ def gala_accuracy(tmp: Path) -> dict:
     best_ib, _ = _best(seeds, lambda s: score(seeded_watershed(int_b, s), train_lab))
 
     test_img, test_lab = d["test_image"], d["test_labels"]
-    ws = Workspace.create(str(tmp / "gala"))
+    ws = Workspace.create(str(tmp / f"gala_{abs(hash(model_path))}"))
     write_volume(ws, "aligned", test_img, resolution_nm=GALA_RES)
-    run_segment(ws, SegmentConfig(threshold=best_t), executor="serial", progress=False)
+    run_segment(ws, SegmentConfig(threshold=best_t, model=model_path), executor="serial", progress=False)
     ours = score(Layer(ws, "segmentation").read(), test_lab)
     lo, hi = intensity_percentiles(test_img)
     affs_t = np.round(predict_affinities(model, test_img, lo, hi)[:3] * 255) / 255

@@ -66,3 +66,32 @@ def test_corrupt_and_foreign_weight_files(tmp_path):
     with pytest.raises(WiremapError, match="does not exist"):
         load_model(str(tmp_path / "missing.pt"))
     assert set(MODEL_FILES) == {"isotropic", "anisotropic"}
+
+
+def test_ensemble_averages_member_probabilities_and_round_trips(tmp_path):
+    from wiremap.segment.network import Ensemble
+
+    config = NetworkConfig(variant="isotropic", fmaps=4)
+    torch.manual_seed(0)
+    a, b = UNet3D(config), UNet3D(config)
+    ensemble = Ensemble([a, b])
+    x = torch.randn(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        expected = (torch.sigmoid(a(x)) + torch.sigmoid(b(x))) / 2
+        assert torch.allclose(torch.sigmoid(ensemble(x)), expected, atol=1e-5)
+    save_model(tmp_path / "ens.pt", ensemble, {"resolution_nm": [8, 8, 8]})
+    loaded = load_model(str(tmp_path / "ens.pt"))
+    assert isinstance(loaded.network, Ensemble) and len(loaded.network.members) == 2
+    image = np.random.default_rng(0).integers(0, 255, (8, 16, 16)).astype(np.uint8)
+    single = load_model(str(_save(tmp_path / "a.pt", a)))
+    both = predict_affinities(loaded, image, 0, 255)
+    assert both.shape == (6, 8, 16, 16)
+    assert not np.allclose(both, predict_affinities(single, image, 0, 255))  # b changes the answer
+    assert flops_per_voxel(loaded.network, (8, 16, 16)) == pytest.approx(2 * flops_per_voxel(a, (8, 16, 16)))
+    with pytest.raises(ValueError):
+        Ensemble([a, UNet3D(NetworkConfig(variant="anisotropic", fmaps=4))])
+
+
+def _save(path, network):
+    save_model(path, network, {"resolution_nm": [8, 8, 8]})
+    return path

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from wiremap.errors import InputError
-from wiremap.segment.network import NetworkConfig, UNet3D
+from wiremap.segment.network import Ensemble, NetworkConfig, UNet3D
 
 MODEL_FILES = {"anisotropic": "segment_anisotropic.pt", "isotropic": "segment_isotropic.pt"}
 
@@ -38,7 +39,7 @@ class ModelError(InputError):
 class Model:
     """A trained network, its configuration and training metadata."""
 
-    network: UNet3D
+    network: UNet3D | Ensemble
     config: NetworkConfig
     meta: dict
     source: str
@@ -65,13 +66,22 @@ def default_model_path(variant: str) -> Path:
     return Path(str(resources.files("wiremap.models").joinpath(MODEL_FILES[variant])))
 
 
-def save_model(path: str | Path, network: UNet3D, meta: dict) -> None:
-    """Write ``{config, state_dict, meta}`` with torch.save (loadable with ``weights_only``)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+def save_model(path: str | Path, network: UNet3D | Ensemble, meta: dict) -> None:
+    """Write ``{config, state_dict, meta}`` with torch.save (loadable with ``weights_only``).
+
+    An :class:`Ensemble` is stored as ``members``: one state dict per network.
+    """
+
+    def plain(net: nn.Module) -> dict:
+        return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+
     meta = json.loads(json.dumps(meta, default=float))  # plain JSON types only: loadable with weights_only
-    torch.save(
-        {"format": "wiremap-segment-1", "config": network.config.to_dict(), "state_dict": state, "meta": meta}, path
-    )
+    blob = {"format": "wiremap-segment-1", "config": network.config.to_dict(), "meta": meta}
+    if isinstance(network, Ensemble):
+        blob["members"] = [plain(m) for m in network.members]
+    else:
+        blob["state_dict"] = plain(network)
+    torch.save(blob, path)
 
 
 @lru_cache(maxsize=4)
@@ -91,8 +101,15 @@ def load_model(path: str) -> Model:
         raise ModelError(f"model weight file {path} is not a wiremap segmentation model")
     try:
         config = NetworkConfig(**{**blob["config"], "offsets": [tuple(o) for o in blob["config"]["offsets"]]})
-        network = UNet3D(config)
-        network.load_state_dict(blob["state_dict"])
+        network: UNet3D | Ensemble
+        if "members" in blob:
+            members = [UNet3D(config) for _ in blob["members"]]
+            for member, state in zip(members, blob["members"], strict=True):
+                member.load_state_dict(state)
+            network = Ensemble(members)
+        else:
+            network = UNet3D(config)
+            network.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelError(f"model weight file {path} does not fit the network: {exc}") from None
     network.eval()
