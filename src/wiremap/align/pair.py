@@ -143,6 +143,7 @@ def coarse_affine(fixed: np.ndarray, moving: np.ndarray, cfg: AlignConfig,
         score = float(_weights(ratio, ok, cfg).sum()) * prior_w
         if best is None or score > best[0]:
             best = (score, shift, flow, ratio, ok, rel)
+    assert best is not None  # shift_candidates yields at least one peak
     score, shift, flow, ratio, ok, rel = best
     info = {"coarse_scale": s, "coarse_matches": int(ok.sum()), "coarse_nodes": int(ok.size),
             "coarse_peak_rel": rel}

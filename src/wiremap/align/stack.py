@@ -288,21 +288,19 @@ def detrend(results: list[SectionAlignment], sigma: float, elastic_only: bool = 
     have = [r for r in results if r.field is not None and r.status in ("reference", "aligned")]
     if len(have) < 3:
         return
-    base = have[0].field
+    fields = [r.field for r in have if r.field is not None]
+    base = fields[0]
     zs = np.array([r.z for r in have], np.float64)
-    data = np.stack([r.field.resample_like(base).data for r in have])
-    if elastic_only:
-        lin = np.stack([_affine_part(d) for d in data])
-        kept = data - lin
-        data = kept
+    data = np.stack([f.resample_like(base).data for f in fields])
+    lin = np.stack([_affine_part(d) for d in data]) if elastic_only else np.zeros_like(data)
+    data = data - lin
     g = np.exp(-0.5 * ((zs[:, None] - zs[None, :]) / sigma) ** 2)
     trend = np.tensordot(g / g.sum(axis=1, keepdims=True), data, axes=1)
     ref = next(i for i, r in enumerate(have) if r.status == "reference")
     for i, r in enumerate(have):
         if r.status == "reference":
             continue
-        out = data[i] - trend[i] + trend[ref]
-        r.field = base.with_data(out + lin[i] if elastic_only else out)
+        r.field = base.with_data(data[i] - trend[i] + trend[ref] + lin[i])
         r.min_jacobian = float(triangle_jacobians(r.field).min())
         r.flags.append(f"drift removed (sigma {sigma:g} sections)")
 
