@@ -10,12 +10,15 @@ Figures (all measured in this run):
   quick mode) in a fresh subprocess (psutil), sections held as uint8;
 * ``baseline``: one order-1 ``scipy.ndimage.map_coordinates`` pass over the same
   pixels, the machine-speed yardstick the rates are divided by.
-* ``--changing`` (``run_changing``): alignment of *different* consecutive sections:
-  ``wiremap synth`` stacks scored against the simulator's truth (with the content
-  floor: the aligner on the clean undeformed volume, whose true fields are zero,
-  and stitching of the synth tiles vs truth), the 30 ISBI 2012 sections (field
-  magnitude, consecutive NCC raw vs aligned) and VNC sections with known warps
-  applied independently (recovered vs applied).
+* ``--changing`` (``run_changing``; ``--save`` writes ``results/align-changing.json``):
+  alignment of *different* consecutive sections: ``wiremap synth`` stacks, with and
+  without acquisition defects, scored against the simulator's truth, each aligned
+  in the same run from its first section (the earlier default) and from its middle
+  one (``AlignConfig()``), with ratios (plus the content floor: the aligner on the
+  clean undeformed volume, whose true fields are zero, and stitching of the synth
+  tiles vs truth), the 30 ISBI 2012 sections (field magnitude, consecutive NCC raw
+  vs aligned) and VNC sections with known warps applied independently (recovered
+  vs applied).
 
 Rates use CPU time of this process (``time.process_time``) as well as wall time:
 the benchmark machine is shared, and CPU time is what the 2-core target means.
