@@ -99,7 +99,14 @@ def real_source(sections: tuple[int, ...], pixel_nm: float) -> dict:
     cleft = pool_sections(syn, f)
     ignore = np.full(cleft.shape, -1.0, np.float32)
     face = np.zeros(cleft.shape, np.float32)
-    return {"name": "vnc", "image": normalize(image, lo, hi), "cleft": cleft, "side": ignore, "ei": ignore, "face": face}
+    return {
+        "name": "vnc",
+        "image": normalize(image, lo, hi),
+        "cleft": cleft,
+        "side": ignore,
+        "ei": ignore,
+        "face": face,
+    }
 
 
 def sample(
@@ -192,8 +199,8 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, face_weight: float = 1.0
 
 
 def evaluate_real(model_path: str, sections: tuple[int, ...], params_list: list) -> list[dict]:
-    """Real-data detection scores of a model on vnc sections (3D components, 100 nm)."""
-    from wiremap.synapses.detect import cleft_components
+    """Real-data detection scores of a model on vnc sections (kept 3D components, 100 nm), as the stage keeps them."""
+    from wiremap.synapses.detect import kept_components
     from wiremap.synapses.model import load_model, predict_sections
     from wiremap.synapses.scores import score_masks
 
@@ -204,16 +211,7 @@ def evaluate_real(model_path: str, sections: tuple[int, ...], params_list: list)
     prob = predict_sections(load_model(model_path), raw, lo, hi, res[2])
     rows = []
     for params in params_list:
-        labels, n = cleft_components(prob[0], res, params)
-        from wiremap.synapses.detect import candidate_table
-
-        table = candidate_table(labels, n, prob[0])
-        drop = table["label"][table["confidence"] < params.min_confidence].to_numpy()
-        labels[np.isin(labels, drop)] = 0
-        import cc3d
-
-        labels = cc3d.connected_components(labels > 0, connectivity=26)
-        prf = score_masks(labels, syn, res)
+        prf = score_masks(kept_components(prob[0], res, params), syn, res)
         rows.append(
             {
                 "params": params,
@@ -254,7 +252,7 @@ def main() -> None:
         from wiremap.synapses.detect import DetectParams
 
         torch.set_num_threads(args.threads)
-        grid = [DetectParams(t, v, c) for t in (0.3, 0.5, 0.7) for v in (2e5, 1e6) for c in (0.0, 0.6)]
+        grid = [DetectParams(t, v, c) for t in (0.3, 0.4, 0.5) for v in (3e5, 1e6) for c in (0.7, 0.8)]
         for name, secs in (("train 0-5", REAL_TRAIN), ("held-out 7-9", REAL_TEST)):
             for row in evaluate_real(args.evaluate, secs, grid):
                 print(name, row, flush=True)

@@ -141,7 +141,7 @@ def test_long_cleft_is_cut_into_synapse_sized_pieces():
     """A 4-section cleft 3 x 200 px (800 nm) long: cut in two at 500 nm, kept whole without a maximum."""
     prob = np.zeros((6, 16, 220), np.float32)
     prob[1:5, 7:10, 10:210] = 0.95  # no valley: one component
-    whole, n_whole = cleft_components(prob, RES, DetectParams(0.5, 0.0, 0.0))
+    whole, n_whole = cleft_components(prob, RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=0.0))
     assert n_whole == 1
     cut, n_cut = cleft_components(prob, RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=500.0))
     assert n_cut == 2
@@ -150,6 +150,10 @@ def test_long_cleft_is_cut_into_synapse_sized_pieces():
     assert table["size"].tolist() == [4 * 3 * 100, 4 * 3 * 100]
     short, n_short = cleft_components(prob[:, :, :110], RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=500.0))
     assert n_short == 1  # 400 nm: one piece
+    one_section = prob.copy()
+    one_section[2:5] = 0
+    assert cleft_components(one_section, RES, DetectParams(0.5, 0.0, 0.0, min_sections=2))[1] == 0
+    assert cleft_components(one_section, RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=0.0, min_sections=1))[1] == 1
 
 
 def test_section_stack_gives_neighbours_with_repeated_ends():

@@ -3,8 +3,9 @@
 Thresholding the cleft channel and taking 3D connected components (6-
 connectivity by default, so a cleft seen in consecutive sections is one
 synapse while clefts touching at an edge stay apart), split at probability
-valleys between confident seeds, gives one candidate per cleft; components smaller than ``min_volume_nm3`` are
-noise.  Each candidate's position is its probability-weighted centroid in
+valleys between confident seeds, gives one candidate per cleft; components smaller than ``min_volume_nm3`` or
+seen in fewer than ``min_sections`` sections are noise, and components longer than ``max_extent_nm`` are
+several touching synapses, cut along their length.  Each candidate's position is its probability-weighted centroid in
 voxels ``(z, y, x)``, its ``size`` the voxel count, its ``confidence`` the
 mean cleft probability over it.
 """
@@ -27,13 +28,13 @@ from skimage.segmentation import watershed
 class DetectParams:
     """Thresholds of candidate extraction (defaults chosen on training data, see the model card)."""
 
-    threshold: float = 0.5  # cleft probability that counts as cleft
+    threshold: float = 0.4  # cleft probability that counts as cleft
     min_volume_nm3: float = 3.0e5  # smaller components are dropped
-    min_confidence: float = 0.7  # components whose mean probability is lower are dropped
+    min_confidence: float = 0.8  # components whose mean probability is lower are dropped
     seed_threshold: float = 0.9  # > threshold: split components at probability valleys between seeds
     connectivity: Literal[6, 18, 26] = 6  # how voxels (and sections) link into one cleft
-    max_extent_nm: float = 0.0  # > 0: longer components are cut into pieces about this long (touching clefts)
-    min_sections: int = 1  # components seen in fewer sections are dropped (isolated dark specks)
+    max_extent_nm: float = 400.0  # > 0: longer components are cut into pieces about this long (touching clefts)
+    min_sections: int = 2  # components seen in fewer sections are dropped (isolated dark specks)
 
 
 def cleft_components(
@@ -189,3 +190,16 @@ def candidate_table(
 def filter_candidates(table: pd.DataFrame, params: DetectParams = DetectParams()) -> pd.DataFrame:
     """Drop candidates whose mean probability is below ``min_confidence``."""
     return table[table["confidence"] >= params.min_confidence].reset_index(drop=True)
+
+
+def kept_components(
+    cleft_prob: np.ndarray, resolution_nm: Sequence[float], params: DetectParams = DetectParams()
+) -> np.ndarray:
+    """Labels (uint32, 1..n) of the candidates that pass every filter, without partners (for scoring masks)."""
+    labels, n = cleft_components(cleft_prob, resolution_nm, params)
+    table = filter_candidates(candidate_table(labels, n, cleft_prob), params)
+    keep = np.zeros(n + 1, bool)
+    keep[table["label"].to_numpy()] = True
+    out = np.where(keep[labels], labels, 0).astype(np.uint32)
+    out, _ = fastremap.renumber(out, in_place=True)
+    return out.astype(np.uint32, copy=False)

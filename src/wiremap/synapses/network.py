@@ -73,7 +73,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class SynapseNet(nn.Module):
-    """U-Net: ``(B, C, Y, X)`` normalised sections (C = ``in_channels``, the middle one is predicted) -> ``(B, 3, Y, X)`` logits."""
+    """U-Net: ``(B, C, Y, X)`` sections (C = ``in_channels``, the middle one predicted) -> ``(B, 3, Y, X)`` logits."""
 
     def __init__(self, config: SynapseNetConfig | None = None) -> None:
         super().__init__()

@@ -72,13 +72,13 @@ class SynapseConfig(StrictModel):
     segmentation: str = "segmentation"  # segment ids the partners are taken from
     compartments: str = "compartments"  # compartment codes; used when the layer exists
     model: str | None = None  # weight file; None: the shipped synapses_sstem.pt
-    threshold: float = Field(default=0.5, gt=0, lt=1)  # cleft probability that counts as cleft
-    min_volume_nm3: float = Field(default=3.0e5, ge=0)  # smaller cleft components are noise (real VNC data: 1e6)
-    min_confidence: float = Field(default=0.7, ge=0, le=1)  # minimum mean cleft probability of a synapse
+    threshold: float = Field(default=0.4, gt=0, lt=1)  # cleft probability that counts as cleft
+    min_volume_nm3: float = Field(default=3.0e5, ge=0)  # smaller cleft components are noise
+    min_confidence: float = Field(default=0.8, ge=0, le=1)  # minimum mean cleft probability of a synapse
     seed_threshold: float = Field(default=0.9, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
     connectivity: Literal[6, 18, 26] = 6  # voxel linking of a cleft (6 merges touching clefts least)
-    max_extent_nm: float = Field(default=0.0, ge=0)  # > 0: cut longer cleft components into pieces this long
-    min_sections: int = Field(default=1, ge=1)  # cleft components seen in fewer sections are dropped
+    max_extent_nm: float = Field(default=400.0, ge=0)  # > 0: cut longer cleft components into pieces this long
+    min_sections: int = Field(default=2, ge=1)  # cleft components seen in fewer sections are dropped
     reach_nm: float = Field(default=40.0, gt=0)  # how far from the cleft partner voxels are looked for
     block_shape: tuple[int, int, int] = (32, 512, 512)  # write ROI of one block (voxels)
     context_nm: tuple[float, float, float] = (300.0, 800.0, 800.0)  # context around a block (z, y, x), nm
