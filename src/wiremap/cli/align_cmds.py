@@ -16,14 +16,17 @@ console = Console()
 def stitch(
     workspace: WorkspaceArg,
     output: Annotated[str, typer.Option(help="Montage layer to write.")] = "montage",
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Montage each section's tiles (match overlaps, elastic tile meshes, intensity correction)."""
+    """Montage each section's tiles (match overlaps, elastic tile meshes, intensity correction, blockwise render)."""
     from wiremap.align.stage import stitch_stage
 
     ws = Workspace.open(workspace)
     with console.status("stitching sections"):
-        summary = stitch_stage(ws, output, overwrite=overwrite)
+        summary = stitch_stage(ws, output, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
     attention = summary["attention"]
     console.print(
         f"stitched {summary['sections']} sections into layer {output!r}; "
