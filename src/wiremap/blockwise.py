@@ -272,7 +272,14 @@ def _run_dask(
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # scheduler chatter; progress bars show progress
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
     client = Client(scheduler or cluster)
     try:
         futures = client.map(
