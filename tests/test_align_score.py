@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from wiremap.align.field import Field
-from wiremap.align.score import _montage_offsets, score_alignment
+from wiremap.align.score import score_alignment
 from wiremap.align.stage import FIELDS_PREFIX, _field_bytes
+from wiremap.align.truth import montage_offsets
 from wiremap.synth.acquisition import (
     AcquisitionConfig,
     load_groundtruth,
@@ -30,7 +31,7 @@ DATA = Path(__file__).parent / "data" / "isbi2012_align_crops.npz"
 
 def true_fields(gt, reference: int, stride: int = 16) -> dict[int, Field]:
     """Exact pull fields (reference montage frame -> section z montage frame) from the truth."""
-    off = _montage_offsets(gt.tiles)
+    off = montage_offsets(gt.tiles)
     f0 = Field.zeros(gt.section_shape, stride)
     ny, nx = f0.node_yx()
     yy, xx = np.meshgrid(ny, nx, indexing="ij")

@@ -7,10 +7,9 @@ same tissue column in every section: ``V_z(p) = V_ref(p)``.  The residual is
 ``|V_z(p) - V_ref(p)|`` in pixels, over tissue (defect masks dilated by
 ``margin`` and a border of ``margin`` are left out), for every aligned section.
 
-The montage frame is the stitcher's: tiles are anchored to their nominal stage
-positions, so it sits at minus the mean stage jitter of the section's tiles
-from the true section frame.  That offset is known here and undone, so that
-it is not charged to the alignment, which rightly compensates it.
+The map ``p -> V_z(p)`` is :class:`wiremap.align.truth.AlignedFrame` (which
+also undoes the montage frame's offset from the true section frame, so that
+it is not charged to the alignment, which rightly compensates it).
 """
 
 from __future__ import annotations
@@ -19,41 +18,25 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from wiremap.align.stage import load_fields
+from wiremap.align.truth import AlignedFrame
 from wiremap.errors import InputError
 from wiremap.evaluate import Residual, alignment_residual
-from wiremap.synth.acquisition import load_groundtruth, section_to_volume
 from wiremap.workspace import Workspace
-
-
-def _montage_offsets(tiles: pd.DataFrame) -> dict[int, np.ndarray]:
-    """Per section, true minus nominal tile position, averaged over the scan the stitcher used (the last)."""
-    last = tiles.groupby("section")["scan"].transform("max")
-    used = tiles[tiles["scan"] == last]
-    delta = used.assign(dy=used["y_true"] - used["y"], dx=used["x_true"] - used["x"])
-    means = delta.groupby("section")[["dy", "dx"]].mean()
-    return {int(s): row.to_numpy(np.float64) for s, row in means.iterrows()}
 
 
 def score_alignment(ws: Workspace, *, stride: int = 4, margin: int = 16) -> tuple[Residual, pd.DataFrame]:
     """Residual of the aligned stack against truth: overall, and one row per section."""
-    if not ws.exists("groundtruth/acquisition/tiles.parquet"):
-        raise InputError(f"{ws.url} has no acquisition ground truth (only synthetic tiles can be scored)")
-    fields = load_fields(ws)
-    if not fields:
-        raise InputError(f"{ws.url} has no alignment fields: run `wiremap align` first")
-    gt = load_groundtruth(ws)
-    offsets = _montage_offsets(gt.tiles)
+    frame = AlignedFrame(ws)
+    fields, gt = frame.fields, frame.gt
     h, w = gt.section_shape
     ys, xs = np.mgrid[margin : h - margin : stride, margin : w - margin : stride]
     grid = np.stack([ys.ravel(), xs.ravel()], 1).astype(np.float64)
 
     def tissue_points(z: int) -> tuple[np.ndarray, np.ndarray]:
-        d = fields[z].at(grid[:, 0], grid[:, 1]).T
-        q = grid + d
+        v, q = frame.tissue_points(z, grid)
         bad = ndimage.binary_dilation(gt.masks[z] > 0, iterations=margin)
         qi = np.clip(np.rint(q).astype(int), 0, [h - 1, w - 1])
-        return section_to_volume(gt, z, q + offsets[z]), ~bad[qi[:, 0], qi[:, 1]]
+        return v, ~bad[qi[:, 0], qi[:, 1]]
 
     qc_table = ws.read_table("align_qc")
     reference = int(qc_table.loc[qc_table["status"] == "reference", "z"].iloc[0])
