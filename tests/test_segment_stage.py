@@ -73,6 +73,16 @@ def test_block_size_changes_little(segmented, tmp_path, crop):
     assert between.total < BLOCK_VOI_TOLERANCE, between
 
 
+def test_overwrite_with_other_blocks_in_one_process(segmented, tmp_path, crop):
+    # a rerun in the same process with another block shape (and storage chunking) must not write
+    # through layers cached from the first run
+    ws_a, _ = segmented
+    ws_b = make_ws(tmp_path / "ws", crop[0])
+    run_segment(ws_b, SegmentConfig(block_shape=(24, 64, 96)), executor="serial", progress=False)
+    run_segment(ws_b, SegmentConfig(block_shape=(24, 32, 48)), executor="serial", overwrite=True, progress=False)
+    assert (Layer(ws_a, "segmentation").read() == Layer(ws_b, "segmentation").read()).all()
+
+
 @pytest.mark.slow
 def test_process_pool_matches_serial(segmented, tmp_path, crop):
     ws_a, _ = segmented
