@@ -60,6 +60,23 @@ def test_evaluate_synapses_cli(scored_ws):
     figures = scored_ws.read_json("evaluation/synapses.json")
     assert figures["detection_f1"] == 1.0
     assert figures["partner_tp"] == 1 and figures["partner_f1"] == pytest.approx(0.5)
+    assert np.isnan(figures["ei_accuracy_synapse"])  # neither table says E or I
+
+
+def test_evaluate_synapses_scores_ei_per_synapse_and_neuron(scored_ws):
+    truth = pd.DataFrame(
+        {"pre": [1, 2], "post": [2, 1], "z": [1.0, 2], "y": [4.0, 4], "x": [2.0, 12], "ei": ["E", "I"]}
+    )
+    pred = truth.assign(pre=[3, 2], ei=["E", "E"], ei_synapse=["E", "I"])  # segment 3 is a piece of cell 1
+    scored_ws.write_table("groundtruth/synapses.parquet", truth)
+    scored_ws.write_table("groundtruth/cells.parquet", pd.DataFrame({"id": [1, 2], "ei": ["E", "I"]}))
+    scored_ws.write_table("synapses", pred)
+    scored_ws.write_table("synapse_ei_neurons", pd.DataFrame({"id": [3, 2], "ei": ["E", "E"]}))
+    assert main(["evaluate", "synapses", scored_ws.url, "--distance-nm", "20"]) == 0
+    figures = scored_ws.read_json("evaluation/synapses.json")
+    assert figures["ei_accuracy_synapse"] == pytest.approx(0.5)  # the consensus call of segment 2 is wrong
+    assert figures["ei_accuracy_synapse_own"] == pytest.approx(1.0)
+    assert figures["ei_accuracy_neuron"] == pytest.approx(0.5) and figures["ei_neurons_scored"] == 2
 
 
 def test_evaluate_errors(scored_ws):

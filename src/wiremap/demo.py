@@ -115,7 +115,14 @@ def _summary(ws: Workspace, seconds: dict[str, float], total: float) -> None:
     wanted = {
         "alignment": ("residual_mean_px", "residual_p95_px"),
         "segmentation": ("voi_split", "voi_merge", "arand", "erl_nm", "max_erl_nm"),
-        "synapses": ("detection_f1", "partner_f1", "ei_accuracy"),
+        "synapses": (
+            "detection_precision",
+            "detection_recall",
+            "detection_f1",
+            "partner_f1",
+            "ei_accuracy_synapse",
+            "ei_accuracy_neuron",
+        ),
     }
     for what, keys in wanted.items():
         key = f"evaluation/{what}.json"

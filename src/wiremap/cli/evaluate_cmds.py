@@ -6,7 +6,6 @@ workspace, so that a run's figures stay next to its outputs.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 import cc3d
@@ -97,18 +96,13 @@ def synapses(
     truth_segmentation: Annotated[str, typer.Option(help="Ground-truth segmentation.")] = "groundtruth/neurons",
     distance_nm: Annotated[float, typer.Option(help="Match predictions within this distance.")] = 100.0,
 ) -> None:
-    """Synapse detection and synaptic partner precision / recall / F1."""
+    """Synapse detection and synaptic partner precision / recall / F1; E/I accuracy per synapse and neuron."""
+    from wiremap.synapses.scores import score_workspace
+
     ws = Workspace.open(workspace)
-    truth_layer = Layer(ws, truth_segmentation)
-    pred_table, true_table = ws.read_table(table), ws.read_table(truth)
-    mapping = None
-    if segmentation:
-        mapping = ev.segment_to_truth_map(Layer(ws, segmentation).read(), truth_layer.read())
-    resolution = truth_layer.info.resolution_nm
-    detection = ev.synapse_detection_scores(pred_table, true_table, distance_nm, resolution)
-    partners = ev.synaptic_partner_scores(pred_table, true_table, distance_nm, resolution, mapping)
-    figures = {f"detection_{k}": v for k, v in dataclasses.asdict(detection).items()}
-    figures |= {f"partner_{k}": v for k, v in dataclasses.asdict(partners).items()}
+    figures = score_workspace(
+        ws, segmentation, distance_nm, table=table, truth=truth, truth_segmentation=truth_segmentation
+    )
     _report(ws, "synapses", figures)
 
 

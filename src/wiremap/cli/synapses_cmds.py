@@ -27,11 +27,19 @@ def synapses(
     segmentation: Annotated[str, typer.Option(help="Segmentation layer the partners are taken from.")] = "segmentation",
     compartments: Annotated[str, typer.Option(help="Compartment layer (used when it exists).")] = "compartments",
     model: Annotated[str | None, typer.Option(help="Weight file (default: the shipped synapses_sstem.pt).")] = None,
-    threshold: Annotated[float, typer.Option(help="Cleft probability threshold.")] = 0.5,
-    min_confidence: Annotated[float, typer.Option(help="Minimum mean cleft probability of a synapse.")] = 0.7,
+    threshold: Annotated[float | None, typer.Option(help="Cleft probability threshold (default 0.4).")] = None,
+    min_confidence: Annotated[
+        float | None, typer.Option(help="Minimum mean cleft probability of a synapse (default 0.8).")
+    ] = None,
     min_volume_nm3: Annotated[
-        float, typer.Option(help="Smaller cleft components are noise (3e5 synthetic, 1e6 for 50 nm ssTEM).")
-    ] = 3.0e5,
+        float | None, typer.Option(help="Smaller cleft components are noise (default 3e5).")
+    ] = None,
+    min_sections: Annotated[
+        int | None, typer.Option(help="Clefts seen in fewer sections are dropped (default 2).")
+    ] = None,
+    max_extent_nm: Annotated[
+        float | None, typer.Option(help="Longer cleft components are cut into pieces this long (default 400).")
+    ] = None,
     block_shape: Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels.")] = None,
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
@@ -43,15 +51,15 @@ def synapses(
     from wiremap.synapses.stage import SynapseConfig, run_synapses
 
     ws = Workspace.open(workspace)
-    fields: dict[str, object] = dict(
-        image=image,
-        segmentation=segmentation,
-        compartments=compartments,
-        model=model,
+    fields: dict[str, object] = dict(image=image, segmentation=segmentation, compartments=compartments, model=model)
+    tuning = dict(
         threshold=threshold,
         min_confidence=min_confidence,
         min_volume_nm3=min_volume_nm3,
+        min_sections=min_sections,
+        max_extent_nm=max_extent_nm,
     )
+    fields |= {k: v for k, v in tuning.items() if v is not None}  # the rest: SynapseConfig's defaults
     if block_shape:
         fields["block_shape"] = parse_shape(block_shape, "--block-shape")
     config = SynapseConfig(**fields)  # type: ignore[arg-type]
@@ -61,17 +69,12 @@ def synapses(
         f"E/I of {report.n_neurons} presynaptic segments (tables synapses, synapse_ei_neurons; layer synapses)"
     )
     if evaluate:
-        from wiremap.synapses.scores import score_workspace
-
         if not ws.has_table("groundtruth/synapses.parquet"):
             console.print("[yellow]no groundtruth/synapses in this workspace: nothing to evaluate[/yellow]")
             return
-        s = score_workspace(ws, segmentation)
-        console.print(
-            f"detection P/R/F1 {s['detection_precision']:.3f}/{s['detection_recall']:.3f}/{s['detection_f1']:.3f}, "
-            f"partner F1 {s['partner_f1']:.3f}, E/I accuracy {s['ei_accuracy_synapse']:.3f} per synapse, "
-            f"{s['ei_accuracy_neuron']:.3f} per neuron ({s['n_pred']} found, {s['n_true']} true)"
-        )
+        from wiremap.cli.evaluate_cmds import synapses as evaluate_synapses
+
+        evaluate_synapses(workspace, segmentation=segmentation)
 
 
 def register(app: typer.Typer) -> None:

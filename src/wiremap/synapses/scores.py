@@ -10,6 +10,7 @@ synapse at its centroid.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import cc3d
@@ -51,50 +52,73 @@ def score_masks(
 
 
 def score_workspace(
-    ws: Workspace, segmentation: str = "segmentation", max_distance_nm: float = 100.0
+    ws: Workspace,
+    segmentation: str | None = "segmentation",
+    max_distance_nm: float = 100.0,
+    *,
+    table: str = "synapses",
+    truth: str = "groundtruth/synapses.parquet",
+    truth_segmentation: str = "groundtruth/neurons",
 ) -> dict[str, float]:
-    """Detection, partner and E/I figures of ``tables/synapses`` against ``groundtruth/``."""
-    pred = ws.read_table("synapses")
-    true = ws.read_table("groundtruth/synapses.parquet")
-    cells = ws.read_table("groundtruth/cells.parquet")
-    truth_layer = Layer(ws, "groundtruth/neurons")
+    """Detection, partner and E/I figures of the synapse ``table`` against the ``truth`` table.
+
+    ``truth`` is ``groundtruth/…`` of a synthetic workspace (``groundtruth/aligned/…`` for stages run on
+    the aligned stack).  The table's segment ids are mapped to truth ids through ``segmentation`` (None:
+    they are truth ids already).  E/I figures are NaN when a table has no E/I column.
+    """
+    pred = ws.read_table(table)
+    true = ws.read_table(truth)
+    truth_layer = Layer(ws, truth_segmentation)
     res = truth_layer.info.resolution_nm
     mapping = None
-    if segmentation != "groundtruth/neurons":
+    if segmentation and segmentation != truth_segmentation:
         seg = Layer(ws, segmentation).read()
         gt = truth_layer.read()
         if not np.array_equal(seg, gt):
             mapping = segment_to_truth_map(seg, gt, ignore_truth=(0,))
     det = synapse_detection_scores(pred, true, max_distance_nm, res)
     par = synaptic_partner_scores(pred, true, max_distance_nm, res, mapping)
+    figures: dict[str, float] = {"n_true": int(len(true)), "n_pred": int(len(pred))}
+    figures |= {f"detection_{k}": v for k, v in dataclasses.asdict(det).items()}
+    figures |= {f"partner_{k}": v for k, v in dataclasses.asdict(par).items()}
+    return figures | _ei_figures(ws, pred, true, max_distance_nm, res, mapping)
+
+
+def _ei_figures(
+    ws: Workspace,
+    pred: pd.DataFrame,
+    true: pd.DataFrame,
+    max_distance_nm: float,
+    res: Sequence[float],
+    mapping: dict[int, int] | None,
+) -> dict[str, float]:
+    """E/I accuracy per matched synapse (neuron consensus and own call) and per presynaptic neuron."""
+    out = {
+        "ei_accuracy_synapse": float("nan"),
+        "ei_accuracy_synapse_own": float("nan"),
+        "ei_accuracy_neuron": float("nan"),
+        "ei_neurons_scored": 0,
+    }
+    if "ei" not in true.columns or len(pred) == 0 or len(true) == 0:
+        return out
     m = match_points(pred[["z", "y", "x"]].to_numpy(), true[["z", "y", "x"]].to_numpy(), max_distance_nm, res)
-    syn_ei = ei_accuracy(pred["ei"].to_numpy()[m.pairs[:, 0]], true["ei"].to_numpy()[m.pairs[:, 1]])
-    own_ei = ei_accuracy(pred["ei_synapse"].to_numpy()[m.pairs[:, 0]], true["ei"].to_numpy()[m.pairs[:, 1]])
+    for column, key in (("ei", "ei_accuracy_synapse"), ("ei_synapse", "ei_accuracy_synapse_own")):
+        if column in pred.columns and len(m.pairs):
+            out[key] = ei_accuracy(
+                pred[column].to_numpy()[m.pairs[:, 0]], true["ei"].to_numpy()[m.pairs[:, 1]]
+            ).accuracy
     # per neuron: the consensus of each predicted presynaptic segment, mapped to its true cell
-    neurons = ws.read_table("synapse_ei_neurons") if ws.has_table("synapse_ei_neurons") else pd.DataFrame()
-    per_neuron = float("nan")
-    n_neurons = 0
+    if not (ws.has_table("synapse_ei_neurons") and ws.exists("groundtruth/cells.parquet")):
+        return out
+    neurons = ws.read_table("synapse_ei_neurons")
     if len(neurons):
         ids = neurons["id"].astype(np.uint64).to_numpy()
         truth_ids = np.array([mapping.get(int(i), 0) for i in ids], dtype=np.uint64) if mapping else ids
-        true_ei = cells.set_index("id")["ei"]
+        true_ei = ws.read_table("groundtruth/cells.parquet").set_index("id")["ei"]
         pred_s = pd.Series(neurons["ei"].to_numpy(), index=truth_ids)
         pred_s = pred_s[(pred_s.index != 0) & pred_s.index.isin(true_ei.index)]
         pred_s = pred_s[~pred_s.index.duplicated()]
         if len(pred_s):
             acc = ei_accuracy(pred_s, true_ei.loc[pred_s.index])
-            per_neuron, n_neurons = acc.accuracy, acc.n
-    return {
-        "n_true": int(len(true)),
-        "n_pred": int(len(pred)),
-        "detection_precision": det.precision,
-        "detection_recall": det.recall,
-        "detection_f1": det.f1,
-        "partner_precision": par.precision,
-        "partner_recall": par.recall,
-        "partner_f1": par.f1,
-        "ei_accuracy_synapse": syn_ei.accuracy,
-        "ei_accuracy_synapse_own": own_ei.accuracy,
-        "ei_accuracy_neuron": per_neuron,
-        "ei_neurons_scored": n_neurons,
-    }
+            out["ei_accuracy_neuron"], out["ei_neurons_scored"] = acc.accuracy, acc.n
+    return out
