@@ -153,6 +153,16 @@ def worker_layer(url: str, name: str) -> Layer:
     return Layer(worker_workspace(url), name)
 
 
+def clear_worker_caches() -> None:
+    """Forget open workspaces and layers: a stage may have recreated a layer since they were opened.
+
+    Called at the start of every run, here (the serial executor's worker) and on the workers of a
+    Dask cluster (which outlive runs); a process pool starts fresh each run.
+    """
+    worker_layer.cache_clear()
+    worker_workspace.cache_clear()
+
+
 def run_block(task: BlockTask, block: Block) -> int:
     """Process one block and write its done-marker; runs inside a worker."""
     task.process(block)
@@ -178,6 +188,7 @@ def run_blockwise(
     pending = [b for b in task.grid.blocks() if b.block_id not in finished]
     report = RunReport(total=len(task.grid), skipped=len(task.grid) - len(pending))
     runner = {"serial": _run_serial, "processes": _run_processes, "dask": _run_dask}[executor]
+    clear_worker_caches()  # the serial executor's worker is this process
     with _progress(task, report, enabled=progress) as advance:
         if pending:
             runner(task, pending, report, advance, workers=workers, scheduler=scheduler)
@@ -282,6 +293,7 @@ def _run_dask(
         )
     client = Client(scheduler or cluster)
     try:
+        client.run(clear_worker_caches)
         futures = client.map(
             run_block,
             [task] * len(pending),

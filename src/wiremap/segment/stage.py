@@ -339,8 +339,6 @@ def run_segment(
             )
         for stage in ("segment-predict", "segment-graph", "segment-relabel"):
             reset_markers(ws, stage)
-        # layers opened by block functions in this process (serial executor) describe the old ones
-        worker_layer.cache_clear()
     context = model.context
     grid = BlockGrid(roi, block_shape, context)  # type: ignore[arg-type]
     threads = max(1, (os.cpu_count() or 1) // (1 if executor == "serial" else workers))
