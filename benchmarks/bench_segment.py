@@ -28,8 +28,9 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from wiremap.evaluation.segmentation import adapted_rand_error, variation_of_information
+from wiremap.intensity import grey_range
 from wiremap.segment import agglomerate as agg
-from wiremap.segment.infer import default_model_path, intensity_percentiles, load_model, predict_affinities
+from wiremap.segment.infer import default_model_path, load_model, predict_affinities
 from wiremap.segment.network import flops_per_voxel
 from wiremap.segment.stage import SegmentConfig, run_segment
 from wiremap.volume import Layer, write_volume
@@ -47,7 +48,7 @@ def seeded_watershed(boundary: np.ndarray, seed_threshold: float, min_seed: int 
 
 def intensity_boundary(image: np.ndarray) -> np.ndarray:
     """Plain boundary map: 1 - smoothed, percentile-normalised intensity (membranes are dark)."""
-    lo, hi = intensity_percentiles(image)
+    lo, hi = grey_range(image)
     smooth = ndimage.gaussian_filter(image.astype(np.float32), 1.0)
     return 1.0 - np.clip((smooth - lo) / (hi - lo), 0, 1)
 
@@ -74,7 +75,7 @@ def gala_accuracy(tmp: Path, model_path: str | None = None) -> dict:
     model_path = model_path or str(default_model_path("isotropic"))
     model = load_model(model_path)
     train_img, train_lab = d["train_image"], d["train_labels"]
-    lo, hi = intensity_percentiles(train_img)
+    lo, hi = grey_range(train_img)
     affs = np.round(predict_affinities(model, train_img, lo, hi)[:3] * 255) / 255
     svs = agg.supervoxel_ids(
         agg.fragments(affs, resolution_nm=GALA_RES, seed_radius_nm=model.meta.get("seed_radius_nm")), 0
@@ -96,7 +97,7 @@ def gala_accuracy(tmp: Path, model_path: str | None = None) -> dict:
     write_volume(ws, "aligned", test_img, resolution_nm=GALA_RES)
     run_segment(ws, SegmentConfig(threshold=best_t, model=model_path), executor="serial", progress=False)
     ours = score(Layer(ws, "segmentation").read(), test_lab)
-    lo, hi = intensity_percentiles(test_img)
+    lo, hi = grey_range(test_img)
     affs_t = np.round(predict_affinities(model, test_img, lo, hi)[:3] * 255) / 255
     base_net = score(seeded_watershed(agg.boundary_map(affs_t), best_nb), test_lab)
     base_int = score(seeded_watershed(intensity_boundary(test_img), best_ib), test_lab)

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from wiremap.filters import smooth_layer
+from wiremap.intensity import grey_range
 from wiremap.synapses.detect import kept_components
-from wiremap.synapses.model import intensity_range, load_model, predict_sections
+from wiremap.synapses.model import load_model, predict_sections
 from wiremap.synapses.scores import score_masks, score_workspace
 from wiremap.synapses.stage import SynapseConfig, run_synapses
 from wiremap.synth.stage import SynthConfig, run_synth
@@ -51,7 +52,7 @@ def real_heldout() -> dict | None:
         return None
     d = np.load(REAL)
     raw, syn = d["raw"], d["synapses"]
-    lo, hi = intensity_range(raw[:, ::7, ::7])
+    lo, hi = grey_range(raw[:, ::7, ::7])
     res = (50.0, 4.6, 4.6)
     prob = predict_sections(load_model(), raw[list(REAL_TEST)], lo, hi, res[2])
     out: dict = {"sections": list(REAL_TEST)}

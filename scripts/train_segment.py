@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from wiremap.segment.infer import intensity_percentiles, normalize_image, save_model
+from wiremap.intensity import grey_range
+from wiremap.segment.infer import normalize_image, save_model
 from wiremap.segment.network import NetworkConfig, UNet3D, flops_per_voxel
 from wiremap.segment.targets import affinities_from_labels, labels_from_membranes, section_z_affinity
 
@@ -76,7 +77,7 @@ def load_sources(variant: str, data: Path, synthetic: int, synthetic_seed: int =
         out.append(synthetic_source(variant, synthetic_seed + seed))
         out[-1]["weight"] = n_real / synthetic  # synthetic as a whole weighs as much as the real data
     for s in out:
-        lo, hi = intensity_percentiles(s["image"][:, ::4, ::4])
+        lo, hi = grey_range(s["image"][:, ::4, ::4])
         s["image"] = normalize_image(s["image"], lo, hi)
         if s["kind"] == "membrane":
             s["labels"] = labels_from_membranes(s["membrane"])
@@ -210,7 +211,7 @@ def tune_threshold(model_path: Path, variant: str, data: Path) -> dict:
     radii = [40.0, 60.0, 80.0, 120.0]  # seed radius of the supervoxel watershed, nm
     vois = np.zeros((len(volumes), len(radii), len(thresholds)))
     for i, (_, image, labels, res) in enumerate(volumes):
-        lo, hi = intensity_percentiles(image[:, ::4, ::4])
+        lo, hi = grey_range(image[:, ::4, ::4])
         affs = np.round(predict_affinities(model, image, lo, hi)[:3] * 255) / 255
         for k, radius in enumerate(radii):
             svs = agg.supervoxel_ids(agg.fragments(affs, resolution_nm=res, seed_radius_nm=radius), 0)

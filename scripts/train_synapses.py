@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from wiremap.synapses.model import intensity_range, normalize, pool_sections, save_model
+from wiremap.intensity import grey_range
+from wiremap.synapses.model import normalize, pool_sections, save_model
 from wiremap.synapses.network import SynapseNet, SynapseNetConfig
 from wiremap.synapses.targets import synapse_targets
 
@@ -78,7 +79,7 @@ def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: 
         np.savez_compressed(path, image=pool_sections(image, f), cleft=soft, side=side, ei=ei, face=face)
     d = np.load(path)
     image = d["image"]
-    lo, hi = intensity_range(image)
+    lo, hi = grey_range(image)
     return {
         "name": f"synth{seed}",
         "image": normalize(image, lo, hi),
@@ -95,7 +96,7 @@ def real_source(sections: tuple[int, ...], pixel_nm: float) -> dict:
     syn = (d["synapses"][list(sections)] > 0).astype(np.float32)
     f = max(1, round(pixel_nm / 4.6))
     image = pool_sections(raw, f)
-    lo, hi = intensity_range(image)
+    lo, hi = grey_range(image)
     cleft = pool_sections(syn, f)
     ignore = np.full(cleft.shape, -1.0, np.float32)
     face = np.zeros(cleft.shape, np.float32)
@@ -206,7 +207,7 @@ def evaluate_real(model_path: str, sections: tuple[int, ...], params_list: list)
 
     d = np.load(DATA / "vnc_sstem_train.npz")
     raw, syn = d["raw"][list(sections)], d["synapses"][list(sections)]
-    lo, hi = intensity_range(d["raw"][:, ::7, ::7])
+    lo, hi = grey_range(d["raw"][:, ::7, ::7])
     res = (50.0, 4.6, 4.6)
     prob = predict_sections(load_model(model_path), raw, lo, hi, res[2])
     rows = []

@@ -7,7 +7,7 @@ factor, so pooling windows line up with the whole volume's) and its output
 equals the whole-volume prediction up to float rounding.
 
 Intensity normalisation uses two global percentiles of the input layer
-(computed once per run from a strided sample), never per-block statistics,
+(``wiremap.intensity.grey_range``, computed once per run from a strided sample), never per-block statistics,
 so every block sees the same mapping.
 """
 
@@ -116,14 +116,6 @@ def load_model(path: str) -> Model:
     meta = dict(blob.get("meta") or {})
     meta["sha256"] = hashlib.sha256(data).hexdigest()
     return Model(network, config, meta, str(p))
-
-
-def intensity_percentiles(sample: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
-    """Robust intensity range of an image sample (what ``normalize_image`` maps to [-0.5, 0.5])."""
-    lo, hi = np.percentile(sample, [low, high])
-    if hi - lo < 1e-3:
-        hi = lo + 1.0
-    return float(lo), float(hi)
 
 
 def normalize_image(image: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -35,13 +35,13 @@ from pydantic import Field
 from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise, worker_layer
 from wiremap.config import StrictModel
 from wiremap.errors import InputError, LayerExistsError
+from wiremap.intensity import grey_range
 from wiremap.roi import Roi
 from wiremap.segment import agglomerate as agg
 from wiremap.segment.infer import (
     Model,
     choose_variant,
     default_model_path,
-    intensity_percentiles,
     load_model,
     pick_device,
     predict_affinities,
@@ -272,7 +272,7 @@ def _sample_percentiles(layer: Layer, roi: Roi) -> tuple[float, float]:
     for z in zs:
         plane = layer.read(Roi((int(z), roi.offset[1], roi.offset[2]), (1, roi.shape[1], roi.shape[2])))
         samples.append(plane[0, ::step, ::step].ravel())
-    return intensity_percentiles(np.concatenate(samples))
+    return grey_range(np.concatenate(samples))
 
 
 def run_segment(

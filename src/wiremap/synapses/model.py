@@ -86,14 +86,6 @@ def load_model(path: str | None = None) -> SynapseModel:
     return SynapseModel(network, meta, str(p))
 
 
-def intensity_range(sample: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
-    """Robust grey range of an image sample (mapped to [-0.5, 0.5] by ``normalize``)."""
-    if sample.size == 0:
-        return 0.0, 255.0
-    lo, hi = np.percentile(sample, [low, high])
-    return float(lo), float(max(hi, lo + 1.0))
-
-
 def normalize(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Map grey values ``[lo, hi]`` to ``[-0.5, 0.5]`` (float32), the network's input convention."""
     return ((image.astype(np.float32) - lo) / (hi - lo) - 0.5).astype(np.float32)

@@ -31,11 +31,12 @@ from pydantic import Field
 from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise, worker_workspace
 from wiremap.config import StrictModel
 from wiremap.errors import InputError
+from wiremap.intensity import grey_range
 from wiremap.roi import Roi
 from wiremap.synapses.annotations import write_annotations
 from wiremap.synapses.detect import DetectParams, candidate_table, cleft_components, filter_candidates
 from wiremap.synapses.ei import EIRule, appearance_ei_prob, apply_consensus
-from wiremap.synapses.model import intensity_range, load_model, normalize, predict_sections
+from wiremap.synapses.model import load_model, normalize, predict_sections
 from wiremap.synapses.partners import assign_partners
 from wiremap.volume import Layer
 from wiremap.workspace import Workspace
@@ -187,11 +188,12 @@ def synapses_from_prob(
 
 
 def _grey_range(layer: Layer) -> tuple[float, float]:
-    """Robust grey range from up to 8 evenly spaced sections (the same for every block)."""
+    """Robust grey range (``wiremap.intensity``) from up to 8 evenly spaced sections (the same for every
+    block)."""
     z = layer.info.shape_zyx[0]
     picks = sorted(set(np.linspace(0, z - 1, min(z, 8)).round().astype(int).tolist()))
     sample = np.concatenate([layer.read(Roi((k, 0, 0), (1, *layer.info.shape_zyx[1:]))).ravel()[::7] for k in picks])
-    return intensity_range(sample)
+    return grey_range(sample)
 
 
 def check_inputs(ws: Workspace, config: SynapseConfig) -> tuple[Layer, Layer, bool]:
