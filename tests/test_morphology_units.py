@@ -140,3 +140,9 @@ def test_myelin_filter_finds_a_dark_sheath_not_thin_membranes():
     truth = np.broadcast_to(sheath, image.shape)
     assert iou(got, truth) > 0.9
     assert iou(np.zeros(3), np.zeros(3)) == 1.0
+    # on an aligned stack 0 is no data: empty canvas and blank sections are not myelin
+    aligned = np.zeros((4, 260, 260), np.uint8)
+    aligned[:3, 30:230, 30:230] = image.astype(np.uint8)
+    got = myelin_mask(aligned, RES)
+    assert not got[3].any() and not got[:, :30].any() and not got[:, :, :30].any()
+    assert iou(got[:3, 30:230, 30:230], truth) > 0.9

@@ -63,9 +63,13 @@ def myelin_mask(
     out = np.zeros(image_zyx.shape, np.uint32)
     for z in range(image_zyx.shape[0]):
         section = image_zyx[z].astype(np.float32)
+        tissue = image_zyx[z] > 0  # 0: no data (an aligned stack's empty canvas, a blank section)
+        if not tissue.any():
+            continue
+        section[~tissue] = np.median(section[tissue])  # no data must not look like a dark sheath
         if sigma > 0:
             section = ndimage.gaussian_filter(section, sigma, mode="nearest")
-        dark = section < p.threshold
+        dark = (section < p.threshold) & tissue
         if not dark.any():
             continue
         dark = ndimage.binary_opening(dark, opening)
