@@ -86,8 +86,9 @@ def split_long(labels: np.ndarray, resolution_nm: Sequence[float], max_extent_nm
     cut along its length.  Length is the span along the component's first
     principal axis (nm); the cut is k-means of the voxel positions (nm),
     started from points spread evenly along that axis, so it is
-    deterministic.  k-means is hand-written here (a few Lloyd steps) because
-    ``scipy.cluster.vq.kmeans2`` draws random starts.
+    deterministic.  k-means is hand-written here (a few Lloyd steps) so that
+    a cluster left empty keeps its centre quietly; ``scipy.cluster.vq.kmeans2``
+    (with ``minit="matrix"``) warns or raises there.
     """
     res = np.asarray(resolution_nm, dtype=np.float64)
     out = labels.copy()
