@@ -4,7 +4,8 @@ The aligned stack lives in its reference section's frame, the synthetic truth
 in the tissue's own frame.  For an aligned pixel ``p`` of section ``z`` the
 solved field gives the montage pixel ``q = p + d_z(p)``, and the simulator the
 tissue point ``V_z(p) = S_z(q + o_z)`` (``o_z``: the montage frame's offset,
-see :mod:`wiremap.align.score`).  So:
+:func:`montage_offsets`).  The same map scores the alignment
+(:mod:`wiremap.align.score`).  So:
 
 - label layers are pulled: ``truth_aligned[z, p] = truth[z, round(V_z(p))]``,
   0 (not scored) where the section has no field (blank), where ``q`` falls in
