@@ -9,12 +9,16 @@ Per segment (pure functions of its skeleton and a few measured features):
    space neurites leave, so their volume per length of skeleton (mean
    cross-section) is far below any neurite's; a large segment with a small
    cross-section and a thin median radius is glia, all its nodes at once.
-2. **soma**: nodes whose boundary distance exceeds ``soma_radius_nm``, and
+2. **soma**: nodes whose boundary distance exceeds ``soma_radius_nm`` and
+   ``soma_core_fraction`` of the segment's thickest node (the soma's core,
+   not the thick root of a dendrite leaving it), in a compact run (a run
+   longer than ``soma_max_elongation`` radii is a dendrite trunk), and
    every node inside the sphere of such a node.
 3. **axon vs dendrite**: the geodesic median radius over ``window_nm`` of
    skeleton (which sees past boutons on axons and thin spine necks on
    dendrites), against ``dendrite_radius_nm``; nodes wrapped by myelin are
-   axon whatever their calibre; presynaptic sites vote axon and
+   axon whatever their calibre (wrapped: contacts on all sides, not a
+   neighbour's sheath touching one side); presynaptic sites vote axon and
    postsynaptic sites vote dendrite where a synapse table exists.
 4. **consistency**: runs shorter than ``min_run_nm`` take their neighbours'
    label, and a connected piece (with the soma cut out) that is mostly one
@@ -51,10 +55,14 @@ class CompartmentParams:
     glia_median_radius_nm: float = 50.0  # ... and median radius below this
     glia_min_cable_nm: float = 1500.0  # ... and at least this much skeleton
     soma_radius_nm: float = 700.0  # boundary distance of a soma's core
+    soma_core_fraction: float = 0.7  # ... and at least this share of the segment's thickest node
+    soma_max_elongation: float = 4.0  # a thick region longer than this many peak radii is a trunk, not a soma
     dendrite_radius_nm: float = 150.0  # geodesic-median radius above this: dendrite
-    window_nm: float = 1500.0  # geodesic window of the median radius (each side)
+    radius_quantile: float = 50.0  # percentile of the radii in the window compared with dendrite_radius_nm
+    window_nm: float = 1500.0  # geodesic window of the radius percentile (each side)
     myelin_contacts: int = 3  # myelin contact points near a node that make it axon
     myelin_reach_nm: float = 120.0  # how far beyond its radius a node sees myelin
+    myelin_one_sided: float = 0.5  # longest mean unit vector to the contacts of a node still wrapped
     synapse_reach_nm: float = 600.0  # how far from a synapse a node takes its vote
     min_run_nm: float = 1000.0  # shorter runs of one label take their neighbours' label
     majority: float = 0.75  # a piece this much one part becomes all that part
@@ -80,8 +88,49 @@ def is_glia(sk: SkeletonData, volume_nm3: float, params: CompartmentParams) -> b
     )
 
 
+def soma_nodes(sk: SkeletonData, params: CompartmentParams) -> np.ndarray:
+    """Nodes of somata: thick cores (rule 2) and every node inside their spheres."""
+    n = len(sk.vertices)
+    soma = np.zeros(n, bool)
+    thick = sk.radii >= params.soma_radius_nm
+    if not thick.any():
+        return soma
+    core = thick & (sk.radii >= params.soma_core_fraction * sk.radii.max())
+    _, comp = _pieces(sk, core)
+    for c in np.unique(comp[core]):
+        m = core & (comp == c)
+        pts = sk.vertices[m]
+        if np.linalg.norm(pts.max(axis=0) - pts.min(axis=0)) > params.soma_max_elongation * sk.radii[m].max():
+            core[m] = False
+    core = np.flatnonzero(core)
+    tree = cKDTree(sk.vertices)
+    for c in core:
+        soma[tree.query_ball_point(sk.vertices[c], float(sk.radii[c]))] = True
+    return soma
+
+
+def myelin_wrapped(sk: SkeletonData, myelin_points_nm: np.ndarray, params: CompartmentParams) -> np.ndarray:
+    """Nodes a myelin sheath surrounds: at least ``myelin_contacts`` contact points within reach,
+    on all sides (the mean of the unit vectors to them is short).  A neurite that only touches a
+    neighbour's sheath sees its contacts on one side (mean vector length ~1)."""
+    tree = cKDTree(myelin_points_nm)
+    reach = sk.radii.astype(np.float64) + params.myelin_reach_nm
+    out = np.zeros(len(sk.vertices), bool)
+    for i, near in enumerate(tree.query_ball_point(sk.vertices, reach)):
+        if len(near) >= params.myelin_contacts:
+            v = myelin_points_nm[near] - sk.vertices[i]
+            v /= np.linalg.norm(v, axis=1, keepdims=True) + 1e-9
+            out[i] = np.linalg.norm(v.mean(axis=0)) <= params.myelin_one_sided
+    return out
+
+
 def geodesic_median_radius(sk: SkeletonData, window_nm: float) -> np.ndarray:
     """Median radius of the nodes within ``window_nm`` along the skeleton of each node."""
+    return geodesic_radius_quantile(sk, window_nm, 50.0)
+
+
+def geodesic_radius_quantile(sk: SkeletonData, window_nm: float, q: float) -> np.ndarray:
+    """``q``-th percentile of the radii of the nodes within ``window_nm`` along the skeleton of each node."""
     n = len(sk.vertices)
     if n == 0:
         return np.zeros(0)
@@ -91,7 +140,7 @@ def geodesic_median_radius(sk: SkeletonData, window_nm: float) -> np.ndarray:
     for start in range(0, n, step):
         rows = np.arange(start, min(start + step, n))
         dist = dijkstra(g, directed=False, indices=rows, limit=window_nm)
-        out[rows] = np.nanmedian(np.where(np.isfinite(dist), sk.radii[None, :], np.nan), axis=1)
+        out[rows] = np.nanpercentile(np.where(np.isfinite(dist), sk.radii[None, :].astype(float), np.nan), q, axis=1)
     return out
 
 
@@ -113,24 +162,16 @@ def classify_nodes(
     if is_glia(sk, volume_nm3, p):
         return np.full(n, GLIA, np.uint8)
     labels = np.zeros(n, np.uint8)
-    # soma: thick cores and everything inside their spheres
-    core = np.flatnonzero(sk.radii >= p.soma_radius_nm)
-    soma = np.zeros(n, bool)
-    if len(core):
-        tree = cKDTree(sk.vertices)
-        for c in core:
-            soma[tree.query_ball_point(sk.vertices[c], float(sk.radii[c]))] = True
+    soma = soma_nodes(sk, p)
     # axon vs dendrite from calibre, then myelin and synapse votes
-    med = geodesic_median_radius(sk, p.window_nm)
+    med = geodesic_radius_quantile(sk, p.window_nm, p.radius_quantile)
     labels[:] = np.where(med > p.dendrite_radius_nm, DENDRITE, AXON)
     score = np.zeros(n)
     node_tree = cKDTree(sk.vertices)
     if myelin_points_nm is not None and len(myelin_points_nm):
-        mtree = cKDTree(myelin_points_nm)
-        reach = sk.radii.astype(np.float64) + p.myelin_reach_nm
-        counts = np.array([len(x) for x in mtree.query_ball_point(sk.vertices, reach)])
-        labels[counts >= p.myelin_contacts] = AXON
-        score[counts >= p.myelin_contacts] -= 5.0
+        wrapped = myelin_wrapped(sk, np.asarray(myelin_points_nm, float), p)
+        labels[wrapped] = AXON
+        score[wrapped] -= 5.0
     for points, vote in ((pre_points_nm, -1.0), (post_points_nm, 1.0)):
         if points is not None and len(points):
             d, idx = node_tree.query(points, distance_upper_bound=p.synapse_reach_nm)
@@ -141,6 +182,24 @@ def classify_nodes(
     labels = _piece_majority(sk, labels, score, soma, p)
     labels = _cilia(sk, labels, soma, score, p, volume_box_nm)
     return labels
+
+
+def classify_swc(sk: SkeletonData, *, scale_nm: float = 1000.0, params: CompartmentParams | None = None) -> np.ndarray:
+    """Compartment code of every node of a traced neuron (e.g. an SWC from ``swc.read_swc``).
+
+    ``scale_nm`` is the file's unit in nm (1000 for NeuroMorpho's µm); the
+    segment volume the glia rule needs is that of the tapered tubes."""
+    scaled = SkeletonData(
+        np.asarray(sk.vertices, float) * scale_nm,
+        sk.edges,
+        np.asarray(sk.radii, float) * scale_nm,
+        np.zeros(len(sk.vertices), np.uint8),
+    )
+    e = scaled.edges.astype(np.int64)
+    length = np.linalg.norm(scaled.vertices[e[:, 0]] - scaled.vertices[e[:, 1]], axis=1)
+    radius = (scaled.radii[e[:, 0]] + scaled.radii[e[:, 1]]) / 2
+    volume = float((np.pi * radius**2 * length).sum())
+    return classify_nodes(scaled, volume_nm3=volume, params=params)
 
 
 def _pieces(sk: SkeletonData, keep: np.ndarray) -> tuple[int, np.ndarray]:
