@@ -6,6 +6,7 @@ import numpy as np
 
 from wiremap.morphology.compartments import (
     AXON,
+    CILIUM,
     DENDRITE,
     SOMA,
     CompartmentParams,
@@ -91,3 +92,46 @@ def test_classify_swc_reads_micrometre_tracings():
     assert got[0] == SOMA
     assert (got[sk.compartments == DENDRITE] == DENDRITE).all()
     assert (got[sk.compartments == AXON] == AXON).all()
+
+
+def test_a_thin_spiny_dendrite_is_dendrite_an_axon_with_boutons_stays_axon():
+    # shaft 110 nm with a spine every 10 nodes (neck 50, head 220, 3 nodes each): median 110, upper quartile 220
+    spiny = _chain(80, 100.0, 110.0)
+    for k in range(0, 80, 10):
+        spiny.radii[k : k + 3] = 50.0
+        spiny.radii[k + 3 : k + 6] = 220.0
+    axon = _chain(80, 100.0, 80.0, start=(0.0, 9000.0, 0.0))
+    for k in range(0, 80, 15):  # a 300 nm bouton of 250 nm radius every 1.5 um: a fifth of the cable
+        axon.radii[k : k + 3] = 250.0
+    volume = 1e12
+    assert (classify_nodes(spiny, volume_nm3=volume) == DENDRITE).all()
+    assert (classify_nodes(axon, volume_nm3=volume) == AXON).all()
+    median_only = CompartmentParams(dendrite_upper_radius_nm=np.inf)  # the rule before
+    assert (classify_nodes(spiny, volume_nm3=volume, params=median_only) == AXON).all()
+
+
+def _along_y(y_nm: np.ndarray, radius: float) -> SkeletonData:
+    v = np.stack([np.full(len(y_nm), 1500.0), y_nm, np.zeros(len(y_nm))], axis=1)
+    e = np.stack([np.arange(len(y_nm) - 1), np.arange(1, len(y_nm))], axis=1).astype(np.uint32)
+    return SkeletonData(v, e, np.full(len(y_nm), radius, np.float32), np.zeros(len(y_nm), np.uint8))
+
+
+def test_a_short_stub_on_a_soma_is_soma_a_long_thin_unbranched_process_is_a_cilium():
+    x = np.arange(0, 3001, 100.0)
+    soma = SkeletonData(
+        np.stack([x, np.zeros_like(x), np.zeros_like(x)], axis=1),
+        np.stack([np.arange(len(x) - 1), np.arange(1, len(x))], axis=1).astype(np.uint32),
+        np.maximum(1500.0 - np.abs(x - 1500.0), 100.0).astype(np.float32),
+        np.zeros(len(x), np.uint8),
+    )
+    stub = _along_y(np.arange(100.0, 1701.0, 100.0), 30.0)  # leaves the soma (radius 1500) for 200 nm
+    cilium = _along_y(-np.arange(100.0, 3001.0, 100.0), 100.0)  # ... for 1500 nm
+    sk = _join(_join(soma, stub, 15, 0), cilium, 15, 0)
+    box = (np.full(3, -10000.0), np.full(3, 10000.0))
+    got = classify_nodes(sk, volume_nm3=1e12, volume_box_nm=box)
+    outside = np.linalg.norm(sk.vertices - [1500.0, 0.0, 0.0], axis=1) > 1500.0
+    n_stub = len(x) + len(stub.vertices)
+    assert outside[len(x) : n_stub].sum() == 2 and (got[len(x) : n_stub] == SOMA).all()
+    assert outside[n_stub:].sum() == 15 and (got[n_stub:][outside[n_stub:]] == CILIUM).all()
+    before = classify_nodes(sk, volume_nm3=1e12, volume_box_nm=box, params=CompartmentParams(cilium_min_length_nm=0))
+    assert (before[len(x) : n_stub][outside[len(x) : n_stub]] == CILIUM).all()  # the rule before: a stub cilium

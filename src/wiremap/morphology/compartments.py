@@ -16,7 +16,10 @@ Per segment (pure functions of its skeleton and a few measured features):
    every node inside the sphere of such a node.
 3. **axon vs dendrite**: the geodesic median radius over ``window_nm`` of
    skeleton (which sees past boutons on axons and thin spine necks on
-   dendrites), against ``dendrite_radius_nm``; nodes wrapped by myelin are
+   dendrites) against ``dendrite_radius_nm``, or its upper quartile against
+   ``dendrite_upper_radius_nm`` (a thin spiny dendrite: its necks pull the
+   median down, but its shaft and heads fill a quarter of the cable, more
+   than the boutons of an axon); nodes wrapped by myelin are
    axon whatever their calibre (wrapped: contacts on all sides, not a
    neighbour's sheath touching one side); presynaptic sites vote axon and
    postsynaptic sites vote dendrite where a synapse table exists.
@@ -24,7 +27,8 @@ Per segment (pure functions of its skeleton and a few measured features):
    label, and a connected piece (with the soma cut out) that is mostly one
    part becomes all that part.
 5. **cilium**: a thin, unbranched, short piece attached to the soma that
-   ends inside the volume and makes no synapses.
+   ends inside the volume and makes no synapses; such a piece shorter than
+   ``cilium_min_length_nm`` is a bump of the soma's surface, soma.
 
 Voxels take the part of the nearest skeleton node of their own segment.
 """
@@ -58,8 +62,9 @@ class CompartmentParams:
     soma_core_fraction: float = 0.7  # ... and at least this share of the segment's thickest node
     soma_max_elongation: float = 4.0  # a thick region longer than this many peak radii is a trunk, not a soma
     dendrite_radius_nm: float = 150.0  # geodesic-median radius above this: dendrite
-    radius_quantile: float = 50.0  # percentile of the radii in the window compared with dendrite_radius_nm
-    window_nm: float = 1500.0  # geodesic window of the radius percentile (each side)
+    dendrite_upper_quantile: float = 75.0  # ... or this percentile of the window's radii
+    dendrite_upper_radius_nm: float = 190.0  # ... above this (thin spiny dendrites: shaft and heads)
+    window_nm: float = 1500.0  # geodesic window of the radius percentiles (each side)
     myelin_contacts: int = 3  # myelin contact points near a node that make it axon
     myelin_reach_nm: float = 120.0  # how far beyond its radius a node sees myelin
     myelin_one_sided: float = 0.5  # longest mean unit vector to the contacts of a node still wrapped
@@ -68,6 +73,7 @@ class CompartmentParams:
     majority: float = 0.75  # a piece this much one part becomes all that part
     cilium_radius_nm: float = 160.0  # cilium: median radius below this
     cilium_max_length_nm: float = 4000.0  # ... and shorter than this
+    cilium_min_length_nm: float = 500.0  # shorter unbranched stubs on a soma are soma (its surface)
 
 
 def _graph(sk: SkeletonData) -> sp.csr_matrix:
@@ -126,21 +132,23 @@ def myelin_wrapped(sk: SkeletonData, myelin_points_nm: np.ndarray, params: Compa
 
 def geodesic_median_radius(sk: SkeletonData, window_nm: float) -> np.ndarray:
     """Median radius of the nodes within ``window_nm`` along the skeleton of each node."""
-    return geodesic_radius_quantile(sk, window_nm, 50.0)
+    return geodesic_radius_quantiles(sk, window_nm, (50.0,))[:, 0]
 
 
-def geodesic_radius_quantile(sk: SkeletonData, window_nm: float, q: float) -> np.ndarray:
-    """``q``-th percentile of the radii of the nodes within ``window_nm`` along the skeleton of each node."""
+def geodesic_radius_quantiles(sk: SkeletonData, window_nm: float, qs: tuple[float, ...]) -> np.ndarray:
+    """Percentiles ``qs`` of the radii of the nodes within ``window_nm`` along the skeleton of each node,
+    shape (nodes, len(qs))."""
     n = len(sk.vertices)
     if n == 0:
-        return np.zeros(0)
+        return np.zeros((0, len(qs)))
     g = _graph(sk)
-    out = np.empty(n)
+    out = np.empty((n, len(qs)))
     step = max(1, 2_000_000 // n)  # rows of the distance matrix at a time: bounded memory
     for start in range(0, n, step):
         rows = np.arange(start, min(start + step, n))
         dist = dijkstra(g, directed=False, indices=rows, limit=window_nm)
-        out[rows] = np.nanpercentile(np.where(np.isfinite(dist), sk.radii[None, :].astype(float), np.nan), q, axis=1)
+        radii = np.where(np.isfinite(dist), sk.radii[None, :].astype(float), np.nan)
+        out[rows] = np.nanpercentile(radii, qs, axis=1).T
     return out
 
 
@@ -164,8 +172,9 @@ def classify_nodes(
     labels = np.zeros(n, np.uint8)
     soma = soma_nodes(sk, p)
     # axon vs dendrite from calibre, then myelin and synapse votes
-    med = geodesic_radius_quantile(sk, p.window_nm, p.radius_quantile)
-    labels[:] = np.where(med > p.dendrite_radius_nm, DENDRITE, AXON)
+    med, upper = geodesic_radius_quantiles(sk, p.window_nm, (50.0, p.dendrite_upper_quantile)).T
+    dendrite = (med > p.dendrite_radius_nm) | (upper > p.dendrite_upper_radius_nm)
+    labels[:] = np.where(dendrite, DENDRITE, AXON)
     score = np.zeros(n)
     node_tree = cKDTree(sk.vertices)
     if myelin_points_nm is not None and len(myelin_points_nm):
@@ -281,6 +290,9 @@ def _cilia(
     length = _node_length(sk)
     for c in attached:
         m = (comp == c) & ~soma
+        if length[m].sum() < p.cilium_min_length_nm and not (deg[m] >= 3).any() and not score[m].any():
+            out[m] = SOMA  # a bump of the soma's surface the skeleton reached, not a process
+            continue
         if (deg[m] >= 3).any() or score[m].any() or length[m].sum() > p.cilium_max_length_nm:
             continue
         if np.median(sk.radii[m]) > p.cilium_radius_nm:
