@@ -64,7 +64,7 @@ def face_on_mask(clefts: np.ndarray, synapses, f: int) -> np.ndarray:
 
 def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: float) -> dict:
     """One synthetic volume, targets and all, pooled to ``pixel_nm`` (cached on disk)."""
-    path = cache / f"synth_{seed}_{'x'.join(map(str, shape))}_v2.npz"
+    path = cache / f"synth_{seed}_{'x'.join(map(str, shape))}_v3.npz"
     if not path.exists():
         from wiremap.synth.render import RenderConfig, render_em
         from wiremap.synth.tissue import PRESETS, TissueConfig, generate_tissue

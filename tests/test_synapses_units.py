@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from wiremap.synapses.annotations import write_annotations
-from wiremap.synapses.detect import DetectParams, candidate_table, cleft_components
+from wiremap.synapses.detect import DetectParams, candidate_table, cleft_components, filter_candidates
 from wiremap.synapses.ei import apply_consensus, neuron_consensus
 from wiremap.synapses.partners import assign_partners
 from wiremap.synapses.targets import synapse_targets
@@ -38,6 +38,7 @@ def test_components_and_candidates():
     assert table.loc[0, "size"] == 4 * 3 * 20
     assert table.loc[0, ["z", "y", "x"]].tolist() == pytest.approx([103.5, 20.0, 19.5])
     assert table.loc[0, "confidence"] == pytest.approx(0.9)
+    assert table.loc[0, "core"] == 0  # 0.9 is not above the core threshold (0.9)
 
 
 def test_partners_follow_side_map_and_direction():
@@ -164,3 +165,17 @@ def test_section_stack_gives_neighbours_with_repeated_ends():
     assert stack.shape == (4, 3, 2, 3)
     assert stack[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
     assert section_stack(sections, 1, 3, 0)[:, :, 0, 0].tolist() == [[1], [2]]
+
+
+def test_candidates_need_a_confident_core():
+    """Two clefts of the same size and mean probability; only the one with a confident core is kept."""
+    prob = np.zeros((6, 40, 80), np.float32)
+    prob[1:5, 10:14, 5:30] = 0.85  # flat: every voxel 0.85
+    prob[1:5, 10:14, 45:70] = 0.75
+    prob[2:4, 11:13, 50:65] = 0.95  # same mean (about 0.8) but a core of 60 confident voxels
+    labels, n = cleft_components(prob, RES, DetectParams(0.5, 0.0, 0.0, max_extent_nm=0.0))
+    table = candidate_table(labels, n, prob).sort_values("x").reset_index(drop=True)
+    assert table["core"].tolist() == [0, 60]
+    kept = filter_candidates(table, RES, DetectParams(min_confidence=0.75, min_core_nm3=50 * 480.0))
+    assert kept["x"].tolist() == pytest.approx([table.loc[1, "x"]])
+    assert len(filter_candidates(table, RES, DetectParams(min_confidence=0.75, min_core_nm3=0.0))) == 2

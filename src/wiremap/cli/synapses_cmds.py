@@ -38,7 +38,10 @@ def synapses(
         int | None, typer.Option(help="Clefts seen in fewer sections are dropped (default 2).")
     ] = None,
     max_extent_nm: Annotated[
-        float | None, typer.Option(help="Longer cleft components are cut into pieces this long (default 400).")
+        float | None, typer.Option(help="Longer cleft components are cut into pieces this long (default 600).")
+    ] = None,
+    min_core_nm3: Annotated[
+        float | None, typer.Option(help="Minimum volume of a synapse's confident voxels, p > 0.9 (default 2e5).")
     ] = None,
     block_shape: Annotated[str | None, typer.Option(help="Block size Z,Y,X in voxels.")] = None,
     executor: ExecutorOpt = None,
@@ -58,6 +61,7 @@ def synapses(
         min_volume_nm3=min_volume_nm3,
         min_sections=min_sections,
         max_extent_nm=max_extent_nm,
+        min_core_nm3=min_core_nm3,
     )
     fields |= {k: v for k, v in tuning.items() if v is not None}  # the rest: SynapseConfig's defaults
     if block_shape:

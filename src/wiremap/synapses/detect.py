@@ -7,7 +7,11 @@ valleys between confident seeds, gives one candidate per cleft; components small
 seen in fewer than ``min_sections`` sections are noise, and components longer than ``max_extent_nm`` are
 several touching synapses, cut along their length.  Each candidate's position is its probability-weighted centroid in
 voxels ``(z, y, x)``, its ``size`` the voxel count, its ``confidence`` the
-mean cleft probability over it.
+mean cleft probability over it and its ``core`` the count of its confident
+voxels (above ``seed_threshold``).  A candidate is kept when its mean
+probability and its confident volume are both high enough: on synthetic and
+real ssTEM alike, the volume of confident voxels separates synapses from dark
+specks better than size or mean probability alone.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ class DetectParams:
     threshold: float = 0.4  # cleft probability that counts as cleft
     min_volume_nm3: float = 3.0e5  # smaller components are dropped
     min_confidence: float = 0.8  # components whose mean probability is lower are dropped
-    seed_threshold: float = 0.9  # > threshold: split components at probability valleys between seeds
+    seed_threshold: float = 0.9  # confident voxels: seeds that split components at valleys, and the core
     connectivity: Literal[6, 18, 26] = 6  # how voxels (and sections) link into one cleft
-    max_extent_nm: float = 400.0  # > 0: longer components are cut into pieces about this long (touching clefts)
+    max_extent_nm: float = 600.0  # > 0: longer components are cut into pieces about this long (touching clefts)
     min_sections: int = 2  # components seen in fewer sections are dropped (isolated dark specks)
+    min_core_nm3: float = 2.0e5  # candidates with less volume above seed_threshold are dropped
 
 
 def cleft_components(
@@ -152,9 +157,16 @@ def split_at_valleys(
 
 
 def candidate_table(
-    labels: np.ndarray, n: int, cleft_prob: np.ndarray, offset_zyx: Sequence[int] = (0, 0, 0)
+    labels: np.ndarray,
+    n: int,
+    cleft_prob: np.ndarray,
+    offset_zyx: Sequence[int] = (0, 0, 0),
+    core_threshold: float = DetectParams.seed_threshold,
 ) -> pd.DataFrame:
-    """One row per component ``label`` (1..n): z, y, x (global voxels), size, confidence."""
+    """One row per component ``label`` (1..n): z, y, x (global voxels), size, confidence, core.
+
+    ``core`` counts the component's voxels above ``core_threshold``.
+    """
     if n == 0:
         return pd.DataFrame(
             {
@@ -166,6 +178,7 @@ def candidate_table(
                     ("x", "f8"),
                     ("size", "f8"),
                     ("confidence", "f8"),
+                    ("core", "f8"),
                 )
             }
         )
@@ -184,13 +197,19 @@ def candidate_table(
             "x": centre[:, 2],
             "size": size,
             "confidence": mass / np.maximum(size, 1),
+            "core": ndimage.sum_labels(cleft_prob > core_threshold, labels, index).astype(np.float64),
         }
     )
 
 
-def filter_candidates(table: pd.DataFrame, params: DetectParams = DetectParams()) -> pd.DataFrame:
-    """Drop candidates whose mean probability is below ``min_confidence``."""
-    return table[table["confidence"] >= params.min_confidence].reset_index(drop=True)
+def filter_candidates(
+    table: pd.DataFrame, resolution_nm: Sequence[float], params: DetectParams = DetectParams()
+) -> pd.DataFrame:
+    """Drop candidates whose mean probability is below ``min_confidence`` or confident volume below
+    ``min_core_nm3``."""
+    core_nm3 = table["core"] * float(np.prod(resolution_nm))
+    keep = (table["confidence"] >= params.min_confidence) & (core_nm3 >= params.min_core_nm3)
+    return table[keep].reset_index(drop=True)
 
 
 def kept_components(
@@ -198,7 +217,7 @@ def kept_components(
 ) -> np.ndarray:
     """Labels (uint32, 1..n) of the candidates that pass every filter, without partners (for scoring masks)."""
     labels, n = cleft_components(cleft_prob, resolution_nm, params)
-    table = filter_candidates(candidate_table(labels, n, cleft_prob), params)
+    table = filter_candidates(candidate_table(labels, n, cleft_prob, core_threshold=params.seed_threshold), resolution_nm, params)
     keep = np.zeros(n + 1, bool)
     keep[table["label"].to_numpy()] = True
     out = np.where(keep[labels], labels, 0).astype(np.uint32)

@@ -78,8 +78,9 @@ class SynapseConfig(StrictModel):
     min_confidence: float = Field(default=0.8, ge=0, le=1)  # minimum mean cleft probability of a synapse
     seed_threshold: float = Field(default=0.9, ge=0, lt=1)  # > threshold: split touching clefts at probability valleys
     connectivity: Literal[6, 18, 26] = 6  # voxel linking of a cleft (6 merges touching clefts least)
-    max_extent_nm: float = Field(default=400.0, ge=0)  # > 0: cut longer cleft components into pieces this long
+    max_extent_nm: float = Field(default=600.0, ge=0)  # > 0: cut longer cleft components into pieces this long
     min_sections: int = Field(default=2, ge=1)  # cleft components seen in fewer sections are dropped
+    min_core_nm3: float = Field(default=2.0e5, ge=0)  # minimum volume of a synapse's confident (> seed_threshold) voxels
     reach_nm: float = Field(default=40.0, gt=0)  # how far from the cleft partner voxels are looked for
     block_shape: tuple[int, int, int] = (32, 512, 512)  # write ROI of one block (voxels)
     context_nm: tuple[float, float, float] = (300.0, 800.0, 800.0)  # context around a block (z, y, x), nm
@@ -93,6 +94,7 @@ class SynapseConfig(StrictModel):
             self.connectivity,
             self.max_extent_nm,
             self.min_sections,
+            self.min_core_nm3,
         )
 
 
@@ -166,8 +168,10 @@ def synapses_from_prob(
     write_roi: Roi,
 ) -> pd.DataFrame:
     """Candidates, partners and E/I from network outputs ``prob`` (3, z, y, x) and the normalised image."""
-    labels, n = cleft_components(prob[0], resolution_nm, config.detect_params())
-    cand = filter_candidates(candidate_table(labels, n, prob[0], read_roi.offset), config.detect_params())
+    params = config.detect_params()
+    labels, n = cleft_components(prob[0], resolution_nm, params)
+    cand = candidate_table(labels, n, prob[0], read_roi.offset, core_threshold=params.seed_threshold)
+    cand = filter_candidates(cand, resolution_nm, params)
     lo, hi = np.asarray(write_roi.offset), np.asarray(write_roi.end)
     pos = np.floor(cand[["z", "y", "x"]].to_numpy())
     cand = cand[np.all((pos >= lo) & (pos < hi), axis=1)]

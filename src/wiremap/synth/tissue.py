@@ -96,6 +96,7 @@ class TissueConfig(pydantic.BaseModel):
     mito_length_nm: Range = (300.0, 1200.0)  # mitochondrion length range
     mito_radius_nm: Range = (25.0, 130.0)  # mitochondrion radius range (clamped by the neurite)
     cleft_nm: float = 20.0  # synaptic cleft width
+    pair_spacing_nm: float = 450.0  # synapses between the same two cells are at least this far apart
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> TissueConfig:
@@ -154,7 +155,7 @@ def generate_tissue(config: TissueConfig, progress: Callable[[str, float], None]
     cells, comps, myelin, node_cell = _voxelize(grown, res, shape, config)
     report("rasterize", 0.6)
     clefts = np.zeros(shape, np.uint32)
-    rows = carve_clefts(cells, comps, clefts, res, grown.seeds, config.cleft_nm)
+    rows = carve_clefts(cells, comps, clefts, res, grown.seeds, config.cleft_nm, config.pair_spacing_nm)
     report("rasterize", 0.8)
     nuclei = _nuclei(grown, cells, res)
     comps[nuclei] = Compartment.SOMA  # the nucleus is part of the soma, whatever neurite is near

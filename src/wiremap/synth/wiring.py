@@ -165,19 +165,29 @@ def carve_clefts(
     res: np.ndarray,
     seeds: list[SynapseSeed],
     cleft_nm: float,
+    pair_spacing_nm: float = 0.0,
 ) -> list[dict]:
     """Cut each synapse's cleft (a thin disc of extracellular voxels) between pre and post.
 
     Only voxels of the pre cell's axon, the post cell or extracellular space
     are cut.  A synapse is kept only if, afterwards, its cleft touches both the
     pre cell (mostly its axon, on the side the normal points away from) and the
-    post cell; otherwise the voxels are restored.  Returns one table row per kept synapse (ids from 1).
+    post cell; otherwise the voxels are restored.  A seed closer than
+    ``pair_spacing_nm`` to a kept synapse of the same pre and post cells is
+    dropped: the bouton passes, swelling and synapse mechanisms each place
+    seeds, and two densities between the same two cells closer than a
+    bouton is wide are one (perforated) synapse in real tissue, not two.  Returns one
+    table row per kept synapse (ids from 1).
     """
     rows: list[dict] = []
     shape = np.array(cells.shape)
     vol_hi = shape * res
+    kept: dict[tuple[int, int], list[np.ndarray]] = {}
     for s in seeds:
         if np.any(s.centre_nm < -0.5 * res) or np.any(s.centre_nm > vol_hi - 0.5 * res):
+            continue
+        near = kept.get((s.pre, s.post), [])
+        if pair_spacing_nm > 0 and any(float(np.linalg.norm(c - s.centre_nm)) < pair_spacing_nm for c in near):
             continue
         n = s.normal
         half = max(0.5 * cleft_nm, 0.5 * float(np.abs(n * res).sum()) * 1.01)
@@ -214,6 +224,7 @@ def carve_clefts(
             compartments[sl][cut] = old_k
             continue
         clefts[sl][cut] = sid
+        kept.setdefault((s.pre, s.post), []).append(np.asarray(s.centre_nm, float))
         idx = np.argwhere(cut) + lo
         ctr = idx.mean(axis=0)
         rows.append({
