@@ -135,3 +135,15 @@ def test_a_short_stub_on_a_soma_is_soma_a_long_thin_unbranched_process_is_a_cili
     assert outside[n_stub:].sum() == 15 and (got[n_stub:][outside[n_stub:]] == CILIUM).all()
     before = classify_nodes(sk, volume_nm3=1e12, volume_box_nm=box, params=CompartmentParams(cilium_min_length_nm=0))
     assert (before[len(x) : n_stub][outside[len(x) : n_stub]] == CILIUM).all()  # the rule before: a stub cilium
+
+
+def test_a_piece_with_synapses_both_ways_is_split_at_them_not_flattened():
+    # one cell's axon (x < 5000) and dendrite (x >= 5000) joined in one piece, same calibre
+    sk = _chain(100, 100.0, 100.0)
+    pre = np.array([[500.0, 0.0, 150.0], [2500.0, 0.0, 150.0]])  # boutons on the axon half
+    post = np.array([[6500.0, 0.0, 150.0], [8500.0, 0.0, 150.0]])  # spine synapses on the dendrite half
+    got = classify_nodes(sk, volume_nm3=1e12, pre_points_nm=pre, post_points_nm=post)
+    want = np.where(sk.vertices[:, 0] < 4600.0, AXON, DENDRITE)  # the split halfway between the votes
+    assert (got == want).all()
+    one_way = classify_nodes(sk, volume_nm3=1e12, post_points_nm=post)
+    assert (one_way == DENDRITE).all()  # votes one way still decide the whole piece

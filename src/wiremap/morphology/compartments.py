@@ -71,6 +71,7 @@ class CompartmentParams:
     synapse_reach_nm: float = 600.0  # how far from a synapse a node takes its vote
     min_run_nm: float = 1000.0  # shorter runs of one label take their neighbours' label
     majority: float = 0.75  # a piece this much one part becomes all that part
+    mixed_votes: float = 2.0  # votes each way that mark a piece holding both an axon and a dendrite
     cilium_radius_nm: float = 160.0  # cilium: median radius below this
     cilium_max_length_nm: float = 4000.0  # ... and shorter than this
     cilium_min_length_nm: float = 500.0  # shorter unbranched stubs on a soma are soma (its surface)
@@ -175,21 +176,20 @@ def classify_nodes(
     med, upper = geodesic_radius_quantiles(sk, p.window_nm, (50.0, p.dendrite_upper_quantile)).T
     dendrite = (med > p.dendrite_radius_nm) | (upper > p.dendrite_upper_radius_nm)
     labels[:] = np.where(dendrite, DENDRITE, AXON)
-    score = np.zeros(n)
+    axon_votes, dendrite_votes = np.zeros(n), np.zeros(n)
     node_tree = cKDTree(sk.vertices)
     if myelin_points_nm is not None and len(myelin_points_nm):
         wrapped = myelin_wrapped(sk, np.asarray(myelin_points_nm, float), p)
         labels[wrapped] = AXON
-        score[wrapped] -= 5.0
-    for points, vote in ((pre_points_nm, -1.0), (post_points_nm, 1.0)):
+        axon_votes[wrapped] += 5.0
+    for points, votes in ((pre_points_nm, axon_votes), (post_points_nm, dendrite_votes)):
         if points is not None and len(points):
             d, idx = node_tree.query(points, distance_upper_bound=p.synapse_reach_nm)
-            for j in idx[np.isfinite(d)]:
-                score[j] += vote
+            np.add.at(votes, idx[np.isfinite(d)], 1.0)
     labels[soma] = SOMA
     labels = _smooth_runs(sk, labels, p.min_run_nm)
-    labels = _piece_majority(sk, labels, score, soma, p)
-    labels = _cilia(sk, labels, soma, score, p, volume_box_nm)
+    labels = _piece_majority(sk, labels, axon_votes, dendrite_votes, soma, p)
+    labels = _cilia(sk, labels, soma, axon_votes - dendrite_votes, p, volume_box_nm)
     return labels
 
 
@@ -246,10 +246,17 @@ def _smooth_runs(sk: SkeletonData, labels: np.ndarray, min_run_nm: float) -> np.
 
 
 def _piece_majority(
-    sk: SkeletonData, labels: np.ndarray, score: np.ndarray, soma: np.ndarray, p: CompartmentParams
+    sk: SkeletonData,
+    labels: np.ndarray,
+    axon_votes: np.ndarray,
+    dendrite_votes: np.ndarray,
+    soma: np.ndarray,
+    p: CompartmentParams,
 ) -> np.ndarray:
     """A piece (soma cut out) that is mostly axon or mostly dendrite becomes all of it;
-    synapse and myelin votes decide a piece they clearly favour."""
+    synapse and myelin votes decide a piece they clearly favour.  A piece with at least
+    ``mixed_votes`` votes each way holds an axon and a dendrite (of one cell, or merged):
+    each of its nodes takes the part of the nearest voting node along the skeleton."""
     out = labels.copy()
     ncomp, comp = _pieces(sk, ~soma)
     length = _node_length(sk)
@@ -259,8 +266,11 @@ def _piece_majority(
             continue
         total = length[m].sum()
         axon = length[m & (out == AXON)].sum() / total
-        vote = score[m].sum()
-        if vote <= -2 or (vote < 0 and axon >= 0.5):
+        for_axon, for_dendrite = axon_votes[m].sum(), dendrite_votes[m].sum()
+        vote = for_dendrite - for_axon
+        if min(for_axon, for_dendrite) >= p.mixed_votes:
+            out[m] = _nearest_vote(sk, m, axon_votes, dendrite_votes)
+        elif vote <= -2 or (vote < 0 and axon >= 0.5):
             out[m] = AXON
         elif vote >= 2 or (vote > 0 and axon < 0.5):
             out[m] = DENDRITE
@@ -269,6 +279,18 @@ def _piece_majority(
         elif axon <= 1 - p.majority:
             out[m] = DENDRITE
     return out
+
+
+def _nearest_vote(sk: SkeletonData, m: np.ndarray, axon_votes: np.ndarray, dendrite_votes: np.ndarray) -> np.ndarray:
+    """Part of each node of ``m`` from the nearest (along the skeleton) node with a net vote."""
+    g = _graph(sk)
+    idx = np.flatnonzero(m)
+    sub = g[idx][:, idx]
+    net = axon_votes[idx] - dendrite_votes[idx]
+    dist = {}
+    for name, sources in (("axon", np.flatnonzero(net > 0)), ("dendrite", np.flatnonzero(net < 0))):
+        dist[name] = dijkstra(sub, directed=False, indices=sources, min_only=True)
+    return np.where(dist["axon"] <= dist["dendrite"], AXON, DENDRITE).astype(np.uint8)
 
 
 def _cilia(
