@@ -8,8 +8,9 @@ downsampling; no blocks, no simplification, no output written).  The
 wiremap stages run blockwise on 2 processes with the default config
 (meshes at 8 nm, skeletons at 16 nm in-plane) and write every mesh (3 LODs)
 and skeleton.  Accuracy against the
-synthetic truth: compartment per skeleton node (goal >= 0.95), myelin IoU
-(goal >= 0.9).
+synthetic truth: compartment per skeleton node (goal >= 0.95; the
+off-diagonal counts of the confusion are listed as ``truth->predicted``),
+myelin IoU (goal >= 0.9).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import kimimaro
 import numpy as np
 import zmesh
 
-from wiremap.morphology.compartments import node_truth
+from wiremap.morphology.compartments import NAMES, node_truth
 from wiremap.morphology.myelin import iou
 from wiremap.morphology.stage import MorphologyConfig, run_compartments, run_mesh, run_skeletonize
 from wiremap.synth.stage import SynthConfig, run_synth
@@ -62,11 +63,11 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
         baseline = _baseline(seg, res, config)
         nodes = ws.read_table("skeleton_nodes")
         truth_comp = Layer(ws, "groundtruth/compartments").read()
-        right = total = 0
+        confusion = np.zeros((6, 6), np.int64)  # truth x predicted compartment code
         for i, rows in nodes.groupby("id"):
             truth = node_truth(rows[["x_nm", "y_nm", "z_nm"]].to_numpy(), int(i), seg, truth_comp, res)
-            right += int((truth == rows["compartment"].to_numpy()).sum())
-            total += len(rows)
+            np.add.at(confusion, (truth, rows["compartment"].to_numpy().astype(np.int64)), 1)
+        right, total = int(np.trace(confusion)), int(confusion.sum())
         myelin_iou = iou(Layer(ws, "myelin").read(), Layer(ws, "groundtruth/myelin").read())
     mvox = seg.size / 1e6
     seconds = t2 - t0
@@ -82,6 +83,12 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
         "goal_1_mvoxel_per_s": mvox / seconds >= 1.0,
         "compartment_node_accuracy": round(right / max(total, 1), 4),
         "skeleton_nodes": total,
+        "compartment_confusion": {
+            f"{NAMES[t]}->{NAMES[q]}": int(confusion[t, q])
+            for t in range(6)
+            for q in range(6)
+            if confusion[t, q] and t != q
+        },
         "myelin_iou": round(myelin_iou, 4),
         "skeletons": skel.n_segments,
     }
