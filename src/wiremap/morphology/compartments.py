@@ -25,7 +25,9 @@ Per segment (pure functions of its skeleton and a few measured features):
    postsynaptic sites vote dendrite where a synapse table exists.
 4. **consistency**: runs shorter than ``min_run_nm`` take their neighbours'
    label, and a connected piece (with the soma cut out) that is mostly one
-   part becomes all that part.
+   part becomes all that part; a piece with ``mixed_votes`` synapse votes
+   each way holds both (one cell's axon touching its dendrite, or a merge),
+   and each node takes the part of the nearest vote along the skeleton.
 5. **cilium**: a thin, unbranched, short piece attached to the soma that
    ends inside the volume and makes no synapses; such a piece shorter than
    ``cilium_min_length_nm`` is a bump of the soma's surface, soma.
