@@ -34,7 +34,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 class EIRule:
     """How the cues are weighed; stored in the model file's ``meta['ei_rule']``."""
 
-    asymmetry_threshold: float = 0.1  # dark_post - dark_pre at which E and I are equally likely
+    asymmetry_threshold: float = 0.05  # dark_post - dark_pre at which E and I are equally likely
     asymmetry_scale: float = 0.04  # asymmetry per logit
     net_weight: float = 0.0  # weight of the network's E log-odds
 

@@ -109,7 +109,10 @@ def assign_partners(
 
     ``image`` is the normalised image (``model.normalize``); with it, each
     partner's ``dark`` fraction next to the cleft (voxels below
-    ``dark_level``: membrane plus synaptic density) is measured, and the
+    ``dark_level``: membrane plus synaptic density) is measured over its
+    voxels outside every cleft component (a segmentation that leaves no
+    extracellular space gives the cleft's own dark voxels to both partners,
+    which would hide the asymmetry of the densities), and the
     difference adds ``density_weight`` logits per unit to the direction
     (the thicker density is postsynaptic).  ``partner_confidence`` is the
     probability of the chosen direction; ``ei_prob`` the mean E probability
@@ -127,13 +130,15 @@ def assign_partners(
     if len(lab) == 0:
         return empty
     zz, yy, xx = np.unravel_index(idx, labels.shape)
-    dark = (image.ravel()[idx] < dark_level) if image is not None else np.zeros(len(idx), bool)
+    outside = labels.ravel()[idx] == 0
+    dark = (image.ravel()[idx] < dark_level) & outside if image is not None else np.zeros(len(idx), bool)
     df = pd.DataFrame(
         {
             "label": lab,
             "seg": seg,
             "side": side_prob.ravel()[idx].astype(np.float64),
             "dark": dark.astype(np.float64),
+            "outside": outside.astype(np.float64),
             "axon": (compartments.ravel()[idx] == AXON_CODE).astype(np.float64) if compartments is not None else 0.0,
             "n": 1,
             "cz": zz,
@@ -150,8 +155,8 @@ def assign_partners(
     pair = first.merge(second, on="label", suffixes=("_a", "_b"))
     side_a = pair["side_a"] / pair["n_a"]
     side_b = pair["side_b"] / pair["n_b"]
-    dark_a = pair["dark_a"] / pair["n_a"]
-    dark_b = pair["dark_b"] / pair["n_b"]
+    dark_a = pair["dark_a"] / np.maximum(pair["outside_a"], 1)
+    dark_b = pair["dark_b"] / np.maximum(pair["outside_b"], 1)
     axon_a = pair["axon_a"] / pair["n_a"]
     axon_b = pair["axon_b"] / pair["n_b"]
     score = logit(side_a) - logit(side_b) + density_weight * (dark_b - dark_a)  # > 0: a is presynaptic
@@ -159,7 +164,7 @@ def assign_partners(
     a_pre = (score >= 0).to_numpy()
     out = pd.DataFrame({"label": pair["label"].to_numpy()})
     for role, mine in (("pre", a_pre), ("post", ~a_pre)):
-        for col in ("seg", "n", "cz", "cy", "cx", "dark"):
+        for col in ("seg", "n", "cz", "cy", "cx", "dark", "outside"):
             out[f"{role}_{col}"] = np.where(mine, pair[f"{col}_a"], pair[f"{col}_b"])
     out["pre"] = out.pop("pre_seg")
     out["post"] = out.pop("post_seg")
@@ -167,7 +172,7 @@ def assign_partners(
         n = out.pop(f"{role}_n")
         for axis in "zyx":
             out[f"{role}_{axis}"] = out.pop(f"{role}_c{axis}") / n
-        out[f"dark_{role}"] = out.pop(f"{role}_dark") / n
+        out[f"dark_{role}"] = out.pop(f"{role}_dark") / np.maximum(out.pop(f"{role}_outside"), 1)
     # line ends: where each partner's voxels next to the cleft are on average (voxels)
     vec = (out[["post_z", "post_y", "post_x"]].to_numpy() - out[["pre_z", "pre_y", "pre_x"]].to_numpy()) * np.asarray(
         resolution_nm, dtype=np.float64
