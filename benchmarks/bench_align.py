@@ -15,7 +15,8 @@ Figures (all measured in this run):
   without acquisition defects, scored against the simulator's truth, each aligned
   in the same run from its first section (the earlier default) and from its middle
   one (``AlignConfig()``), with ratios (plus the content floor: the aligner on the
-  clean undeformed volume, whose true fields are zero, and stitching of the synth
+  clean undeformed volume, whose true fields are zero; fold sections found by the
+  aligner's fold detection vs the simulator's; and stitching of the synth
   tiles vs truth), the 30 ISBI 2012 sections (field magnitude, consecutive NCC raw
   vs aligned) and VNC sections with known warps applied independently (recovered
   vs applied).
@@ -410,8 +411,14 @@ def bench_synth_stacks(quick: bool, root: Path) -> dict:
                      for r in align_stack(clean, AlignConfig(reference="first"))
                      if r.field is not None]
             st = load_groundtruth(ws).sections
+            qc = ws.read_table("align_qc").set_index("z")
+            flagged = {int(z) for z in qc.index if float(qc.loc[z, "fold_fraction"]) > 0}
+            folds = {int(z) for z in st.loc[st["fold"].astype(bool), "section"]}
             out[name] = {
-                "statuses": st["status"].tolist(), "before_first_reference": before,
+                "statuses": st["status"].tolist(),
+                "folds": {"true": sorted(folds), "detected": sorted(flagged & folds),
+                          "false": sorted(flagged - folds)},
+                "before_first_reference": before,
                 "after_middle_reference": after,
                 "ratios_after_over_before": {
                     k: after[f"residual_{k}_px"] / before[f"residual_{k}_px"]

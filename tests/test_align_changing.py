@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from wiremap.align import known, normalize
 from wiremap.align.field import Field, triangle_jacobians
+from wiremap.align.flow import FlowConfig
 from wiremap.align.pair import PairResult
 from wiremap.align.stack import AlignConfig, _Candidate, _combine, _Done, align_pair, align_stack
 
@@ -133,3 +134,58 @@ def test_changing_content_is_matched_to_a_folded_neighbour_not_past_it(sections)
     assert res[2].matched_to == 1
     assert not any("matched past" in f for f in res[2].flags)
     assert triangle_jacobians(res[2].field).min() > 0
+
+
+def test_changing_content_can_refine_with_larger_patches(sections):
+    """With ``refine_changing`` set, consecutive real sections (changing) get the larger
+    refinement patches and the same tissue under a known warp keeps the small ones."""
+    big = AlignConfig(refine_changing=FlowConfig(patch=96, stride=16, max_shift=4, whiten=0.5,
+                                                 min_peak_ratio=1.1),
+                      enhance_sigma_changing=(1.0, 6.0))
+    r = align_pair(sections[0], sections[1], big)
+    assert r.extras["content"] == "changing" and r.extras["patch"] == 96
+    assert np.allclose(r.affine[:, 2], [12.5, 2.7], atol=4.0)  # the ~(18, 8) px offset, as before
+    assert align_pair(sections[0], sections[1]).extras["patch"] == AlignConfig().refine.patch
+    same = known.distort(sections[0], known.smooth_warp(sections[0].shape, amplitude=2.0,
+                                                        sigma=48, seed=1), noise=3)
+    s = align_pair(sections[0], same, big)
+    assert s.extras["content"] == "same" and s.extras["patch"] == AlignConfig().refine.patch
+
+
+def _walk_cand(z, pos, shift, conf, content):
+    f = Field(np.tile(np.array(shift, np.float32)[:, None, None], (1, 5, 5)), 16.0)
+    pr = PairResult(f, np.eye(2, 3), 20, 0.3, 0.6, 25, conf, {"content": content})
+    return _Candidate(_Done(z, None, None, f, False, False, pos), pr, f)
+
+
+def test_farther_neighbour_can_only_vote_on_changing_content():
+    """Two agreeing candidates: on the same tissue they are averaged; on changing content
+    with ``far_weight_changing=0`` the nearer one (latest along the walk) is used and the
+    farther one only votes."""
+    same = [_walk_cand(4, 4, (1.0, 0.0), 3.0, "same"), _walk_cand(3, 3, (0.0, 1.0), 3.0, "same")]
+    group, _, total = _combine(same, AlignConfig())
+    assert len(group) == 2 and np.allclose(total.data[:, 2, 2], [0.5, 0.5], atol=1e-5)
+    chg = [_walk_cand(4, 4, (1.0, 0.0), 3.0, "changing"),
+           _walk_cand(3, 3, (0.0, 1.0), 3.0, "changing")]
+    group, _, total = _combine(chg, AlignConfig(far_weight_changing=0.0))
+    assert len(group) == 2 and np.allclose(total.data[:, 2, 2], [1.0, 0.0], atol=1e-5)
+    # a downward walk: positions count from the reference, so the nearer one has z 2, pos 4
+    down = [_walk_cand(2, 4, (1.0, 0.0), 3.0, "changing"),
+            _walk_cand(3, 3, (0.0, 1.0), 3.0, "changing")]
+    _, _, total = _combine(down, AlignConfig(far_weight_changing=0.0))
+    assert np.allclose(total.data[:, 2, 2], [1.0, 0.0], atol=1e-5)
+    _, _, total = _combine(chg, AlignConfig())  # default: averaged like the same tissue
+    assert np.allclose(total.data[:, 2, 2], [0.5, 0.5], atol=1e-5)
+
+
+def test_disagreeing_neighbours_on_changing_content_keep_the_nearest():
+    """Two candidates 10 px apart: on changing content the nearer section wins even when
+    the farther match is more confident; on the same tissue confidence decides."""
+    chg = [_walk_cand(4, 4, (0.0, 0.0), 2.0, "changing"),
+           _walk_cand(3, 3, (10.0, 0.0), 5.0, "changing")]
+    group, dis, total = _combine(chg, AlignConfig())
+    assert [c.target.z for c in group] == [4] and dis > 9
+    assert np.allclose(total.data[:, 2, 2], [0.0, 0.0])
+    same = [_walk_cand(4, 4, (0.0, 0.0), 2.0, "same"), _walk_cand(3, 3, (10.0, 0.0), 5.0, "same")]
+    group, _, total = _combine(same, AlignConfig())
+    assert [c.target.z for c in group] == [3]
