@@ -25,8 +25,8 @@ import zmesh
 from wiremap.morphology.compartments import NAMES, node_truth
 from wiremap.morphology.myelin import iou
 from wiremap.morphology.stage import MorphologyConfig, run_compartments, run_mesh, run_skeletonize
-from wiremap.synth.stage import SynthConfig, run_synth
-from wiremap.volume import Layer, write_volume
+from wiremap.synth.stage import SynthConfig, run_synth, use_true_segmentation
+from wiremap.volume import Layer
 from wiremap.workspace import Workspace
 
 
@@ -49,9 +49,7 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.create(f"{tmp}/ws")
         run_synth(ws, SynthConfig(shape_zyx=shape, seed=seed, acquisition=False, pyramid_scales=1))
-        seg = Layer(ws, "groundtruth/neurons").read()
-        res = Layer(ws, "groundtruth/neurons").info.resolution_nm
-        write_volume(ws, "segmentation", seg, resolution_nm=res, kind="segmentation")
+        seg, res = use_true_segmentation(ws)
         config = MorphologyConfig()
         t0 = time.perf_counter()
         mesh = run_mesh(ws, config, progress=False)

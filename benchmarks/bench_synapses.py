@@ -29,8 +29,7 @@ from wiremap.synapses.detect import kept_components
 from wiremap.synapses.model import load_model, predict_sections
 from wiremap.synapses.scores import score_masks, score_workspace
 from wiremap.synapses.stage import SynapseConfig, run_synapses
-from wiremap.synth.stage import SynthConfig, run_synth
-from wiremap.volume import Layer, write_volume
+from wiremap.synth.stage import SynthConfig, run_synth, use_true_segmentation
 from wiremap.workspace import Workspace
 
 SEEDS = (7, 11, 17, 19, 23, 29)  # unseen: training uses 2001+, tuning 1, 3, 5, 37, 41 (13 has no synapse)
@@ -41,8 +40,7 @@ REAL_TEST = (7, 8, 9)
 def _synth_ws(tmp: str, shape: tuple[int, int, int], seed: int) -> Workspace:
     ws = Workspace.create(f"{tmp}/ws{seed}")
     run_synth(ws, SynthConfig(shape_zyx=shape, seed=seed, acquisition=False, pyramid_scales=1))
-    truth = Layer(ws, "groundtruth/neurons")
-    write_volume(ws, "segmentation", truth.read(), resolution_nm=truth.info.resolution_nm, kind="segmentation")
+    use_true_segmentation(ws)
     return ws
 
 

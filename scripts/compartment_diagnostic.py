@@ -23,8 +23,8 @@ import torch
 from wiremap.morphology.compartments import NAMES, SOMA, _node_length, _pieces, node_truth
 from wiremap.morphology.skeletons import SkeletonData
 from wiremap.morphology.stage import MorphologyConfig, run_compartments, run_skeletonize
-from wiremap.synth.stage import SynthConfig, run_synth
-from wiremap.volume import Layer, write_volume
+from wiremap.synth.stage import SynthConfig, run_synth, use_true_segmentation
+from wiremap.volume import Layer
 from wiremap.workspace import Workspace
 
 
@@ -38,9 +38,7 @@ def diagnose(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, pd.Dat
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.create(f"{tmp}/ws")
         run_synth(ws, SynthConfig(shape_zyx=shape, seed=seed, acquisition=False, pyramid_scales=1))
-        seg = Layer(ws, "groundtruth/neurons").read()
-        res = Layer(ws, "groundtruth/neurons").info.resolution_nm
-        write_volume(ws, "segmentation", seg, resolution_nm=res, kind="segmentation")
+        seg, res = use_true_segmentation(ws)
         config = MorphologyConfig()
         run_skeletonize(ws, config, executor="serial", progress=False)
         run_compartments(ws, config, executor="serial", progress=False)

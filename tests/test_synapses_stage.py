@@ -11,8 +11,8 @@ from wiremap.cli import main as cli_main
 from wiremap.errors import InputError
 from wiremap.synapses.scores import score_workspace
 from wiremap.synapses.stage import TABLE_COLUMNS, SynapseConfig, run_synapses
-from wiremap.synth.stage import SynthConfig, run_synth
-from wiremap.volume import Layer, write_volume
+from wiremap.synth.stage import SynthConfig, run_synth, use_true_segmentation
+from wiremap.volume import write_volume
 from wiremap.workspace import Workspace
 
 SHAPE = (20, 256, 256)
@@ -24,8 +24,7 @@ def synth_ws(tmp_path_factory):
     url = str(tmp_path_factory.mktemp("syn") / "ws")
     ws = Workspace.create(url)
     run_synth(ws, SynthConfig(shape_zyx=SHAPE, seed=41, acquisition=False, pyramid_scales=1))
-    truth = Layer(ws, "groundtruth/neurons")
-    write_volume(ws, "segmentation", truth.read(), resolution_nm=truth.info.resolution_nm, kind="segmentation")
+    use_true_segmentation(ws)
     config = SynapseConfig(compartments="groundtruth/compartments", block_shape=(20, 128, 128))
     report = run_synapses(ws, config, executor="serial", progress=False)
     return ws, report

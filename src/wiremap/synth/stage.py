@@ -34,7 +34,7 @@ from wiremap.synth.multibeam import plan_layout
 from wiremap.synth.render import RenderConfig, render_em
 from wiremap.synth.skeleton_table import skeleton_table
 from wiremap.synth.tissue import PRESETS, TissueConfig, generate_tissue
-from wiremap.volume import write_volume
+from wiremap.volume import Layer, write_volume
 from wiremap.workspace import Workspace
 
 PRESET_RESOLUTIONS: dict[str, tuple[float, float, float]] = {
@@ -206,3 +206,16 @@ def _write_groundtruth(
     ws.write_json("groundtruth/tissue.json", {"resolution_nm": list(res), "shape_zyx": list(tissue.shape_zyx)})
     if not config.acquisition:
         write_volume(ws, "aligned", image, resolution_nm=res, overwrite=overwrite, num_scales=scales)
+
+
+def use_true_segmentation(ws: Workspace, layer: str = "segmentation") -> tuple[np.ndarray, tuple[float, ...]]:
+    """Copy ``groundtruth/neurons`` into ``layer`` and return ``(labels, resolution_nm)``.
+
+    Benchmarks and diagnostics of the stages after segmentation (synapses,
+    morphology) run on these perfect segments to measure their own errors
+    apart from segmentation's.
+    """
+    truth = Layer(ws, "groundtruth/neurons")
+    labels = truth.read()
+    write_volume(ws, layer, labels, resolution_nm=truth.info.resolution_nm, kind="segmentation")
+    return labels, tuple(truth.info.resolution_nm)
