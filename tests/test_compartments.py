@@ -52,25 +52,30 @@ def test_a_sheath_around_a_node_makes_it_axon_a_neighbours_sheath_on_one_side_do
     assert (classify_nodes(dend, volume_nm3=1e12, myelin_points_nm=one_side) == DENDRITE).all()
 
 
-def test_soma_is_the_thick_core_not_the_thick_root_of_a_dendrite():
-    # a soma of radius 1500 nm centred at x = 1500: a node's radius is its distance to the sphere's surface
+def _soma_along_x() -> SkeletonData:
+    """A soma of radius 1500 nm centred at x = 1500: a node's radius is its distance to the sphere's surface."""
     x = np.arange(0, 3001, 100.0)
-    soma = SkeletonData(
+    return SkeletonData(
         np.stack([x, np.zeros_like(x), np.zeros_like(x)], axis=1),
         np.stack([np.arange(len(x) - 1), np.arange(1, len(x))], axis=1).astype(np.uint32),
         np.maximum(1500.0 - np.abs(x - 1500.0), 100.0).astype(np.float32),
         np.zeros(len(x), np.uint8),
     )
+
+
+def test_soma_is_the_thick_core_not_the_thick_root_of_a_dendrite():
+    soma = _soma_along_x()
+    n_soma = len(soma.vertices)
     # a thick dendrite root leaves it at x = 3000: 800 nm radius for 1 um, then 300 nm
     root = _chain(40, 100.0, 300.0, start=(3100.0, 0.0, 0.0))
     root.radii[:10] = 800.0
-    sk = _join(soma, root, len(x) - 1, 0)
+    sk = _join(soma, root, n_soma - 1, 0)
     got = soma_nodes(sk, CompartmentParams())
     inside = np.linalg.norm(sk.vertices - [1500.0, 0.0, 0.0], axis=1) < 1500.0
     assert got[inside].all()
-    assert not got[len(x) :].any()  # the root is dendrite
+    assert not got[n_soma:].any()  # the root is dendrite
     old = soma_nodes(sk, CompartmentParams(soma_core_fraction=0.0, soma_max_elongation=np.inf))  # the rule before
-    assert old[len(x) :].sum() == 18
+    assert old[n_soma:].sum() == 18
 
 
 def test_a_long_thick_trunk_without_a_soma_is_not_a_soma():
@@ -117,24 +122,19 @@ def _along_y(y_nm: np.ndarray, radius: float) -> SkeletonData:
 
 
 def test_a_short_stub_on_a_soma_is_soma_a_long_thin_unbranched_process_is_a_cilium():
-    x = np.arange(0, 3001, 100.0)
-    soma = SkeletonData(
-        np.stack([x, np.zeros_like(x), np.zeros_like(x)], axis=1),
-        np.stack([np.arange(len(x) - 1), np.arange(1, len(x))], axis=1).astype(np.uint32),
-        np.maximum(1500.0 - np.abs(x - 1500.0), 100.0).astype(np.float32),
-        np.zeros(len(x), np.uint8),
-    )
+    soma = _soma_along_x()
+    n_soma = len(soma.vertices)
     stub = _along_y(np.arange(100.0, 1701.0, 100.0), 30.0)  # leaves the soma (radius 1500) for 200 nm
     cilium = _along_y(-np.arange(100.0, 3001.0, 100.0), 100.0)  # ... for 1500 nm
     sk = _join(_join(soma, stub, 15, 0), cilium, 15, 0)
     box = (np.full(3, -10000.0), np.full(3, 10000.0))
     got = classify_nodes(sk, volume_nm3=1e12, volume_box_nm=box)
     outside = np.linalg.norm(sk.vertices - [1500.0, 0.0, 0.0], axis=1) > 1500.0
-    n_stub = len(x) + len(stub.vertices)
-    assert outside[len(x) : n_stub].sum() == 2 and (got[len(x) : n_stub] == SOMA).all()
+    n_stub = n_soma + len(stub.vertices)
+    assert outside[n_soma:n_stub].sum() == 2 and (got[n_soma:n_stub] == SOMA).all()
     assert outside[n_stub:].sum() == 15 and (got[n_stub:][outside[n_stub:]] == CILIUM).all()
     before = classify_nodes(sk, volume_nm3=1e12, volume_box_nm=box, params=CompartmentParams(cilium_min_length_nm=0))
-    assert (before[len(x) : n_stub][outside[len(x) : n_stub]] == CILIUM).all()  # the rule before: a stub cilium
+    assert (before[n_soma:n_stub][outside[n_soma:n_stub]] == CILIUM).all()  # the rule before: a stub cilium
 
 
 def test_a_piece_with_synapses_both_ways_is_split_at_them_not_flattened():
