@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,6 +65,29 @@ def face_on_mask(clefts: np.ndarray, synapses, f: int) -> np.ndarray:
     return (pool_sections(mask, f) > 0).astype(np.float32)
 
 
+def _save_source(path: Path, image, clefts, cells, table, resolution_nm, pixel_nm: float) -> None:
+    """Targets of one labelled volume, pooled to ``pixel_nm``, cached at ``path``."""
+    cleft, side, ei = synapse_targets(clefts, cells, table, resolution_nm)
+    f = max(1, round(pixel_nm / resolution_nm[2]))
+    face = face_on_mask(clefts, table, f)
+    soft, side, ei = _pool_targets(cleft, side, ei, f)
+    np.savez_compressed(path, image=pool_sections(image, f), cleft=soft, side=side, ei=ei, face=face)
+
+
+def _load_source(path: Path, name: str) -> dict:
+    d = np.load(path)
+    image = d["image"]
+    lo, hi = grey_range(image)
+    return {
+        "name": name,
+        "image": normalize(image, lo, hi),
+        "cleft": d["cleft"],
+        "side": d["side"],
+        "ei": d["ei"],
+        "face": d["face"],
+    }
+
+
 def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: float) -> dict:
     """One synthetic volume, targets and all, pooled to ``pixel_nm`` (cached on disk)."""
     path = cache / f"synth_{seed}_{'x'.join(map(str, shape))}_v3.npz"
@@ -72,22 +98,41 @@ def synth_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: 
         cfg = TissueConfig(**{**PRESETS["sstem"], "shape_zyx": shape, "seed": seed})
         tissue = generate_tissue(cfg)
         image = render_em(tissue, RenderConfig.preset("sstem"), seed=seed)
-        cleft, side, ei = synapse_targets(tissue.synapse_clefts, tissue.cells, tissue.synapse_table, cfg.resolution_nm)
-        f = max(1, round(pixel_nm / cfg.resolution_nm[2]))
-        face = face_on_mask(tissue.synapse_clefts, tissue.synapse_table, f)
-        soft, side, ei = _pool_targets(cleft, side, ei, f)
-        np.savez_compressed(path, image=pool_sections(image, f), cleft=soft, side=side, ei=ei, face=face)
-    d = np.load(path)
-    image = d["image"]
-    lo, hi = grey_range(image)
-    return {
-        "name": f"synth{seed}",
-        "image": normalize(image, lo, hi),
-        "cleft": d["cleft"],
-        "side": d["side"],
-        "ei": d["ei"],
-        "face": d["face"],
-    }
+        _save_source(
+            path, image, tissue.synapse_clefts, tissue.cells, tissue.synapse_table, cfg.resolution_nm, pixel_nm
+        )
+    return _load_source(path, f"synth{seed}")
+
+
+def acquired_source(seed: int, shape: tuple[int, int, int], cache: Path, pixel_nm: float) -> dict:
+    """One synthetic volume through the simulated microscope, ``stitch`` and ``align``, with its ground truth
+    carried into the aligned frame (``align-truth``): noise, blur, contrast changes and alignment errors as
+    the pipeline sees them (cached on disk)."""
+    path = cache / f"acquired_{seed}_{'x'.join(map(str, shape))}_v1.npz"
+    if not path.exists():
+        from wiremap.volume import Layer
+        from wiremap.workspace import Workspace
+
+        url = str(cache / f"acquired_{seed}_ws")
+        shutil.rmtree(url, ignore_errors=True)
+        wiremap = [sys.executable, "-m", "wiremap"]
+        subprocess.run([*wiremap, "synth", url, "--shape", ",".join(map(str, shape)), "--seed", str(seed)], check=True)
+        for stage in ("stitch", "align", "align-truth"):
+            subprocess.run([*wiremap, stage, url], check=True)
+        ws = Workspace.open(url)
+        aligned = Layer(ws, "aligned")
+        truth = "groundtruth/aligned/"
+        _save_source(
+            path,
+            aligned.read(),
+            Layer(ws, truth + "synapse_clefts").read(),
+            Layer(ws, truth + "neurons").read(),
+            ws.read_table(truth + "synapses.parquet"),
+            aligned.info.resolution_nm,
+            pixel_nm,
+        )
+        shutil.rmtree(url, ignore_errors=True)
+    return _load_source(path, f"acquired{seed}")
 
 
 def real_source(sections: tuple[int, ...], pixel_nm: float) -> dict:
@@ -244,6 +289,9 @@ def main() -> None:
     ap.add_argument("--face-weight", type=float, default=1.0, help="loss weight of face-on cleft pixels")
     ap.add_argument("--face-fraction", type=float, default=0.0, help="share of synapse patches on face-on clefts")
     ap.add_argument("--synthetic-first", type=int, default=2001, help="first synthetic training seed")
+    ap.add_argument("--acquired", type=int, default=0, help="synthetic volumes through acquisition and alignment")
+    ap.add_argument("--acquired-shape", default="16,384,384")
+    ap.add_argument("--acquired-first", type=int, default=3001, help="first acquired training seed")
     ap.add_argument("--time-limit", type=float, default=0.0, help="stop (and save) after this many seconds")
     ap.add_argument("--context-sections", type=int, default=0, help="neighbouring sections as input (2.5D)")
     ap.add_argument("--out", default=str(ROOT / "src" / "wiremap" / "models" / "synapses_sstem.pt"))
@@ -267,6 +315,11 @@ def main() -> None:
     t0 = time.time()
     first = args.synthetic_first
     synth = [synth_source(first + i, shape, cache, args.pixel_nm) for i in range(args.synthetic)]  # type: ignore[arg-type]
+    acq_shape = tuple(int(v) for v in args.acquired_shape.split(","))
+    synth += [
+        acquired_source(args.acquired_first + i, acq_shape, cache, args.pixel_nm)  # type: ignore[arg-type]
+        for i in range(args.acquired)
+    ]
     real = [real_source(REAL_TRAIN, args.pixel_nm)]
     print(f"data ready in {time.time() - t0:.0f}s", flush=True)
 
@@ -279,6 +332,7 @@ def main() -> None:
         "pixel_nm": args.pixel_nm,
         "trained_on": [
             f"wiremap.synth sstem seeds {first}..{first + args.synthetic - 1}",
+            f"acquired and aligned synthetic seeds {args.acquired_first}..{args.acquired_first + args.acquired - 1}",
             "vnc_sstem_train.npz sections 0-5 (CC BY-NC-SA 3.0)",
         ],
         "args": vars(args),
