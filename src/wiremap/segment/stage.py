@@ -10,7 +10,7 @@ Four blockwise passes through the engine and one global step::
   segment-graph    supervoxels (block + 1 voxel below each lower face) and affinities
                    -> region-graph edges and supervoxel sizes, one small Parquet per block
                    under ``segment/graph/``
-  (global)         mutex clustering of the whole graph, small-segment cleanup ->
+  (global)         agglomeration of the whole graph (mean affinity or mutex), small-segment cleanup ->
                    ``tables/segment_supervoxels.parquet`` (supervoxel_id, segment_id, size)
   segment-relabel  supervoxels -> segmentation through that table
 
