@@ -91,6 +91,13 @@ class AlignConfig(BaseModel):
     reference: Literal["first", "middle"] = "middle"  # frame: first or middle non-blank section
     max_disagreement_px: float = 3.0  # neighbours disagreeing more (p95): keep the best only
     far_weight_changing: float = 1.0  # weight of agreeing farther neighbours on changing content
+    # changing content: re-weighted relaxations (Tukey biweight of the node's miss, scale
+    # ``robust_scale`` x the median miss), so patches that follow a large object's own motion
+    # stop pulling the mesh; 0 rounds: plain confidence weights.  3 rounds at 4.0 lower the
+    # content floor (clean undeformed synthetic volume) from 1.36 to 1.29 px, but stack
+    # residuals on 18 unseen synthetic stacks stay the same (2.56 vs 2.55 px): off by default
+    robust_rounds: int = 0
+    robust_scale: float = 2.5
 
 
 def downsample(img: Any, factor: int) -> np.ndarray:
@@ -238,6 +245,8 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
                     a = a_fine
                     ref = Field.from_affine(a, shape, fcfg.stride)
             cur = relax(flow, w, ref, mesh, cut=cut)
+            if not same and cfg.robust_rounds > 0:
+                cur, w = _reweighted(flow, w, ref, cur, mesh, cut, cfg)
             if cfg.tear_px > 0:
                 before = 0 if cut is None else int(cut.sum())
                 cur, cut = _tear(flow, w, ref, cur, cut, cfg, mesh)
@@ -263,6 +272,26 @@ def align_pair(fixed: Any, moving: Any, cfg: AlignConfig | None = None, *,
         if "fallback" in extras:
             cur = affine_field
     return PairResult(cur, a, n_match, res, res95, nodes, conf, extras)
+
+
+def _reweighted(flow: Field, w: np.ndarray, ref: Field, cur: Field, mesh: MeshConfig,
+                cut: np.ndarray | None, cfg: AlignConfig) -> tuple[Field, np.ndarray]:
+    """IRLS with Tukey's biweight: a node's data weight shrinks with its miss from the relaxed
+    mesh (zero beyond ``robust_scale`` x the median miss); returns the field and the weights.
+
+    Between different sections a patch dominated by one large oblique object measures that
+    object's motion (several px), not the section's; such patches miss the smooth mesh by
+    more than the rest, and down-weighting them lowers the error that adds up along a stack."""
+    w0 = w
+    ok = w0 > 0
+    for _ in range(cfg.robust_rounds):
+        r = np.linalg.norm(np.nan_to_num(cur.data - flow.data), axis=0)
+        scale = cfg.robust_scale * max(float(np.median(r[ok])), 1e-3)
+        w = np.where(ok & (r < scale), w0 * (1.0 - (r / scale) ** 2) ** 2, 0.0)
+        if int((w > 0).sum()) < cfg.min_matches:
+            return cur, w0
+        cur = relax(flow, w, ref, mesh, cut=cut)
+    return cur, w
 
 
 def _tear(flow: Field, w: np.ndarray, ref: Field, cur: Field, cut: np.ndarray | None,
