@@ -116,3 +116,22 @@ def test_fragment_overlap_in_nm():
     assert fragment_overlap((10.0, 10.0, 10.0), 480.0, planar=False) == (48, 48, 48)
     assert fragment_overlap((40.0, 4.0, 4.0), 480.0, planar=True) == (1, 120, 120)  # one section in z
     assert fragment_overlap((8.0, 8.0, 8.0), 0.0, planar=False) == (1, 1, 1)
+
+
+def test_supervoxels_match_whole_array_fragments(segmented):
+    """With the default 480 nm context every 24x32x48 block of this 24x64x96 crop sees the whole crop, so
+    each block's supervoxels are exactly the whole-array fragments cut at the block faces."""
+    from wiremap.segment.infer import default_model_path, load_model
+
+    ws, _ = segmented
+    svs = Layer(ws, "supervoxels").read()
+    affs = read_affinities(Layer(ws, "affinities"), Roi.from_shape(svs.shape))
+    radius = load_model(str(default_model_path("isotropic"))).meta.get("seed_radius_nm")
+    whole = agg.fragments(affs, resolution_nm=(10.0, 10.0, 10.0), seed_radius_nm=radius)
+    for z in range(0, svs.shape[0], 24):
+        for y in range(0, svs.shape[1], 32):
+            for x in range(0, svs.shape[2], 48):
+                sl = (slice(z, z + 24), slice(y, y + 32), slice(x, x + 48))
+                pairs = np.unique(np.stack([svs[sl].ravel(), whole[sl].ravel()]), axis=1)
+                # one-to-one: as many distinct pairs as distinct ids on either side
+                assert pairs.shape[1] == len(np.unique(pairs[0])) == len(np.unique(pairs[1]))
