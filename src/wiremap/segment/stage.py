@@ -71,9 +71,11 @@ class SegmentConfig(StrictModel):
     method: str = Field(default="mean", pattern="^(mean|mutex)$")  # agglomeration: waterz-style mean or mutex
     min_size: int = Field(default=64, ge=0)  # segments smaller than this (voxels) join their best neighbour
     # merge the two pieces of a fragment cut by a block face first, whatever their affinity, when both
-    # blocks saw them as one fragment.  Off by default: these forced merges added false merges (gala test
-    # VOI 0.459 with them, 0.440 without at the default block; 0.83 vs 0.50 with 32x64x64 blocks); the
-    # pieces of a cut fragment have high affinity across the face and merge by affinity anyway.
+    # blocks saw them as one fragment.  Off by default: these forced merges added false merges (with the
+    # 480 nm fragment context: gala train VOI 0.395 with them vs 0.339 without at 32x64x64 blocks, test
+    # 0.398 either way; synthetic ssTEM seed 7, 16x512x512: equal to the whole-array result within 0.001
+    # VOI with them, 0.09 without, but VOI to truth 2.581 vs 2.557); the pieces of a cut fragment have
+    # high affinity across the face and merge by affinity anyway.
     face_links: bool = False
     # affinity context (nm, each side) around a block for its supervoxels, so that fragments near a face
     # match the whole-volume ones (see FragmentBlock); 0 keeps one voxel
