@@ -15,14 +15,9 @@ from PIL import Image
 from wiremap import interop
 from wiremap.cli import main
 from wiremap.errors import InputError, LayerExistsError, LayerNotFoundError, WiremapError
-from wiremap.interop import (
-    export_volume,
-    import_volume,
-    open_volume_source,
-    read_volume_source,
-    storage_dtype,
-)
+from wiremap.interop import export_volume, import_volume, storage_dtype
 from wiremap.roi import Roi
+from wiremap.sources import open_volume_source, read_volume_source
 from wiremap.volume import Layer, write_volume
 from wiremap.workspace import Workspace
 
@@ -83,9 +78,7 @@ def write_h5(tmp: Path, vol: np.ndarray) -> str:
 
 
 def write_zarr2(tmp: Path, vol: np.ndarray) -> str:
-    arr = zarr.create_array(
-        tmp / "vol.zarr", shape=vol.shape, dtype=vol.dtype, chunks=(2, 5, 5), zarr_format=2
-    )
+    arr = zarr.create_array(tmp / "vol.zarr", shape=vol.shape, dtype=vol.dtype, chunks=(2, 5, 5), zarr_format=2)
     arr[:] = vol
     return str(tmp / "vol.zarr")
 
@@ -174,9 +167,7 @@ def test_export_roi_in_slabs(workspace, tmp_path, monkeypatch):
     monkeypatch.setattr(Layer, "read", spy)
     roi = Roi.parse("3:37,1:7,2:9")
     done = []
-    path = export_volume(
-        layer, tmp_path / "crop.npy", roi, slab_bytes=1, progress=lambda *a: done.append(a)
-    )
+    path = export_volume(layer, tmp_path / "crop.npy", roi, slab_bytes=1, progress=lambda *a: done.append(a))
     assert np.array_equal(np.load(path), vol[3:37, 1:7, 2:9])
     assert done == [(16, 34), (32, 34), (34, 34)]
     # One chunk of z (16) per slab, as slab_bytes is tiny: 34 sections need 3 reads.
@@ -289,9 +280,7 @@ def _bad_sources(tmp: Path) -> dict[str, tuple[str, str, str]]:
         Image.fromarray(good[z]).save(tmp / "shapes" / f"{z}.png")
         Image.fromarray(good[z]).save(tmp / "rgb" / f"{z}.png")
         Image.fromarray(good[z]).save(tmp / "corrupt" / f"{z}.png")
-        tifffile.imwrite(
-            tmp / "dtypes" / f"{z}.tif", good[z].astype("uint16" if z == 2 else "uint8")
-        )
+        tifffile.imwrite(tmp / "dtypes" / f"{z}.tif", good[z].astype("uint16" if z == 2 else "uint8"))
     Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp / "shapes" / "1.png")
     Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp / "rgb" / "0.png")
     (tmp / "corrupt" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n rubbish")
