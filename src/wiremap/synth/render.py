@@ -25,11 +25,9 @@ the same in every section.
 from __future__ import annotations
 
 import math
-from functools import cache
 from typing import Literal
 
 import edt
-import fastremap
 import numpy as np
 import pydantic
 from scipy import ndimage as ndi
@@ -37,6 +35,7 @@ from scipy import ndimage as ndi
 from wiremap.errors import InputError
 from wiremap.realism import boundary_mask
 from wiremap.synth.model import Compartment, Tissue
+from wiremap.synth.textures import dark_band, grid, hash_uniform, label_axes, smooth_noise, stamp, stripes
 
 __all__ = ["RenderConfig", "render_em"]
 
@@ -144,162 +143,6 @@ class RenderConfig(pydantic.BaseModel):
                 drift_gray=3.0,
             )
         raise ValueError(f"unknown render preset {name!r}; expected 'sstem' or 'fibsem'")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _hash_uniform(ids: np.ndarray, seed: int, salt: int) -> np.ndarray:
-    """Uniform [0, 1) per id from splitmix64 of (id, seed, salt): stable across sections."""
-    with np.errstate(over="ignore"):
-        z = ids.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B1 + salt * 0x85EBCA77) % 2**64)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
-
-
-@cache
-def _grid(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
-    yy.setflags(write=False)
-    xx.setflags(write=False)
-    return yy, xx
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
-    """Unit-std Gaussian noise correlated over ``scale_px`` pixels.
-
-    Coarse noise is drawn on a grid ``scale_px/2`` times smaller, blurred and
-    bilinearly enlarged: the same look as a large Gaussian filter at a
-    fraction of the cost.
-    """
-    if scale_px <= 2.0:
-        n = rng.standard_normal(shape, dtype=np.float32)
-        if scale_px > 0.3:
-            ndi.gaussian_filter(n, scale_px, output=n)
-    else:
-        f = scale_px / 2.0
-        small = (int(math.ceil(shape[0] / f)) + 2, int(math.ceil(shape[1] / f)) + 2)
-        n = rng.standard_normal(small, dtype=np.float32)
-        ndi.gaussian_filter(n, 2.0, output=n, mode="wrap")
-        n = ndi.zoom(n, f, order=1)[: shape[0], : shape[1]]
-        if n.shape != shape:  # zoom rounding: pad by edge values
-            n = np.pad(n, [(0, shape[0] - n.shape[0]), (0, shape[1] - n.shape[1])], mode="edge")
-    sd = float(n.std())
-    n /= sd if sd > 0 else 1.0
-    return n
-
-
-def _band(edge: np.ndarray, px_nm: tuple[float, float], width_nm: float) -> np.ndarray:
-    """Opacity (0-1) of a dark band of full width ``width_nm`` centred on boundary pixels."""
-    if not edge.any():
-        return np.zeros(edge.shape, np.float32)
-    d = edt.edt(~edge, anisotropy=px_nm, black_border=False)
-    sigma = max(width_nm, 1e-3) / 2.355
-    # Gaussian profile through a lookup table (steps of sigma/8): far cheaper than exp
-    steps = np.arange(34, dtype=np.float32) / 8.0
-    table = np.exp(-0.5 * steps**2).astype(np.float32)
-    table[-1] = 0.0
-    d += np.float32(0.5 * min(px_nm))  # distance to the boundary line, not the pixel centre
-    d *= np.float32(8.0 / sigma)
-    np.minimum(d, 33, out=d)
-    return table[d.astype(np.intp)]
-
-
-def _label_axes(lab: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Long-axis direction and elongation (0 round .. 1 line) of every 2D label.
-
-    Returns per-label ``cos``, ``sin``, ``elongation`` and original ``ids``,
-    and ``ren``, the per-pixel index into them (second moments via bincount).
-    """
-    ren, remap = fastremap.renumber(lab, in_place=False, preserve_zero=False)
-    ren = ren.astype(np.intp, copy=False).ravel()
-    n = int(ren.max()) + 1
-    w = np.bincount(ren, minlength=n).astype(np.float64)
-    w[w == 0] = 1
-    my = np.bincount(ren, yy.ravel(), n) / w
-    mx = np.bincount(ren, xx.ravel(), n) / w
-    cyy = np.bincount(ren, (yy.ravel().astype(np.float64)) ** 2, n) / w - my**2
-    cxx = np.bincount(ren, (xx.ravel().astype(np.float64)) ** 2, n) / w - mx**2
-    cxy = np.bincount(ren, yy.ravel().astype(np.float64) * xx.ravel(), n) / w - my * mx
-    theta = 0.5 * np.arctan2(2 * cxy, cxx - cyy)  # long axis angle from +x toward +y
-    tr = cxx + cyy
-    root = np.sqrt(np.maximum((cxx - cyy) ** 2 + 4 * cxy**2, 0))
-    elong = np.where(tr > 0, root / np.maximum(tr, 1e-9), 0.0)
-    ids = np.zeros(n, dtype=np.uint64)
-    ids[np.fromiter(remap.values(), np.intp, len(remap))] = np.fromiter(remap.keys(), np.uint64, len(remap))
-    shape = lab.shape
-    f32 = np.float32
-    return np.cos(theta).astype(f32), np.sin(theta).astype(f32), elong.astype(f32), ren.reshape(shape), ids
-
-
-def _stripes(coord_nm: np.ndarray, rng: np.random.Generator, spacing_nm: float, width_nm: float) -> np.ndarray:
-    """Lines at random (Poisson) positions along a coordinate: a 1D lookup table, vectorised."""
-    length = 8192  # nm; the pattern repeats, far beyond any neurite's width
-    n = max(1, int(length / max(spacing_nm, 1.0)))
-    table = np.zeros(length, np.float32)
-    table[rng.integers(0, length, n)] = 1.0
-    sigma = max(width_nm / 2.355, 0.5)
-    table = ndi.gaussian_filter1d(table, sigma, mode="wrap") * np.float32(math.sqrt(2 * math.pi) * sigma)
-    np.minimum(table, 1.0, out=table)
-    # length is a power of two: the bit mask wraps negative coordinates too
-    return table[coord_nm.astype(np.int64) & (length - 1)]
-
-
-def _stamp(
-    dark: np.ndarray,
-    cy: np.ndarray,
-    cx: np.ndarray,
-    ry: np.ndarray,
-    rx: np.ndarray,
-    angle: np.ndarray,
-    strength: np.ndarray,
-    wall: float,
-    allowed: np.ndarray | None = None,
-    owner: np.ndarray | None = None,
-    owner_map: np.ndarray | None = None,
-) -> None:
-    """Draw K elliptical rings (``wall`` px thick; ``wall<=0``: filled dots) into ``dark`` (max).
-
-    All sprites are evaluated at once on a common window; ``allowed`` masks
-    pixels, ``owner``/``owner_map`` keep sprite ``k`` inside label
-    ``owner[k]`` (vesicles only inside the presynaptic cell).
-    """
-    k = len(cy)
-    if k == 0:
-        return
-    r = int(math.ceil(float(max(ry.max(), rx.max())) + 2))
-    off = np.arange(-r, r + 1, dtype=np.float32)
-    iy = np.round(cy).astype(np.intp)
-    ix = np.round(cx).astype(np.intp)
-    py = iy[:, None, None] + off.astype(np.intp)[None, :, None]
-    px = ix[:, None, None] + off.astype(np.intp)[None, None, :]
-    dy = (py - cy[:, None, None]).astype(np.float32)
-    dx = (px - cx[:, None, None]).astype(np.float32)
-    ca = np.cos(angle)[:, None, None].astype(np.float32)
-    sa = np.sin(angle)[:, None, None].astype(np.float32)
-    u = (dx * ca + dy * sa) / rx[:, None, None]
-    v = (-dx * sa + dy * ca) / ry[:, None, None]
-    rho = np.sqrt(u * u + v * v)
-    if wall > 0:
-        rmean = 0.5 * (rx + ry)[:, None, None]
-        val = np.exp(-0.5 * ((rho - 1.0) * rmean / (wall / 2.355)) ** 2)
-    else:
-        val = np.clip(1.2 - rho, 0.0, 1.0) ** 0.7
-    val = val * strength[:, None, None]
-    py, px = np.broadcast_arrays(py, px)
-    ok = (py >= 0) & (py < dark.shape[0]) & (px >= 0) & (px < dark.shape[1]) & (val > 0.02)
-    flat = np.where(ok, py * dark.shape[1] + px, 0)
-    if allowed is not None:
-        ok &= allowed.ravel()[flat]
-    if owner is not None and owner_map is not None:
-        ok &= owner_map.ravel()[flat] == owner[:, None, None]
-    flat, val = flat[ok], val[ok]
-    order = np.argsort(val, kind="stable")  # last write wins on duplicates: keep the max
-    cur = dark.ravel()
-    cur[flat[order]] = np.maximum(cur[flat[order]], val[order])
 
 
 # --------------------------------------------------------------------------- synapses
@@ -419,7 +262,7 @@ def _synapse_layers(
 
 def _gather(ids: np.ndarray, seed: int, salt: int, ren: np.ndarray) -> np.ndarray:
     """Per-pixel value of a per-cell hash (stable across sections)."""
-    return _hash_uniform(ids, seed, salt).astype(np.float32)[ren]
+    return hash_uniform(ids, seed, salt).astype(np.float32)[ren]
 
 
 def _random_pixels(rng: np.random.Generator, mask: np.ndarray, density: float, px_um2: float):
@@ -457,7 +300,7 @@ def _render_section(
     nuc = tissue.nuclei[k].astype(bool)
     cleft = tissue.synapse_clefts[k] > 0
     shape = cells.shape
-    gy, gx = _grid(*shape)
+    gy, gx = grid(*shape)
     y_nm, x_nm = gy * np.float32(res_y), gx * np.float32(res_x)
 
     incell = cells > 0
@@ -477,13 +320,13 @@ def _render_section(
         ],
         dtype=np.float32,
     )
-    cos_c, sin_c, elong_c, ren, ids = _label_axes(cells, y_nm, x_nm)
+    cos_c, sin_c, elong_c, ren, ids = label_axes(cells, y_nm, x_nm)
     jitter = (_gather(ids, seed, 1, ren) - 0.5) * np.float32(c.cell_gray_jitter * math.sqrt(12))
     img = np.where(incell, lut[comp] + jitter, np.float32(c.extracellular_gray))
 
     # texture: fine grain and clouds (half strength outside cells)
-    grain = _smooth_noise(r_tex, shape, c.grain_nm / pxm)
-    cloud = _smooth_noise(r_tex, shape, c.cloud_nm / pxm)
+    grain = smooth_noise(r_tex, shape, c.grain_nm / pxm)
+    cloud = smooth_noise(r_tex, shape, c.cloud_nm / pxm)
     tex_w = np.where(incell, np.float32(1.0), np.float32(0.5))
     img += tex_w * (c.grain_contrast * grain + c.cloud_contrast * cloud)
 
@@ -491,14 +334,14 @@ def _render_section(
     if c.microtubule_contrast > 0 and neurite.any():
         phase = _gather(ids, seed, 2, ren) * np.float32(8192.0)
         across = -sin_c[ren] * x_nm + cos_c[ren] * y_nm + phase
-        streak = _stripes(across, r_mt, c.microtubule_spacing_nm, c.microtubule_width_nm)
+        streak = stripes(across, r_mt, c.microtubule_spacing_nm, c.microtubule_width_nm)
         weight = np.clip((elong_c - 0.3) / 0.4, 0.0, 1.0)[ren] * neurite
         broken = np.clip(0.6 + 0.8 * cloud, 0.0, 1.0)  # streaks come and go along their length
         img *= 1.0 - np.float32(c.microtubule_contrast) * streak * weight * broken
 
     dark = np.zeros(shape, np.float32)  # darkening sprites (fraction of local grey)
     if c.speckle_contrast > 0:
-        speck = _smooth_noise(r_speck, shape, c.speckle_nm / pxm) - np.float32(c.speckle_threshold)
+        speck = smooth_noise(r_speck, shape, c.speckle_nm / pxm) - np.float32(c.speckle_threshold)
         np.clip(speck * np.float32(c.speckle_contrast), 0.0, 0.8, out=dark)
         dark *= incell
     # small dark rings in neuronal cytoplasm; glycogen granules in glia
@@ -507,7 +350,7 @@ def _render_section(
     if len(cy):
         r_nm = r_org.uniform(*c.organelle_radius_nm, len(cy))
         asp = r_org.uniform(0.7, 1.0, len(cy))
-        _stamp(
+        stamp(
             dark,
             cy,
             cx,
@@ -521,7 +364,7 @@ def _render_section(
     cy, cx = _random_pixels(r_gly, glia & ~has_mito, c.glycogen_density, px_um2)
     if len(cy):
         rr = np.full(len(cy), c.glycogen_radius_nm / pxm, np.float32)
-        _stamp(
+        stamp(
             dark,
             cy,
             cx,
@@ -538,7 +381,7 @@ def _render_section(
     if sel.any():
         v = rows[sel]
         vdark = np.zeros(shape, np.float32)
-        _stamp(
+        stamp(
             vdark,
             v[:, 1].astype(np.float32),
             v[:, 2].astype(np.float32),
@@ -556,23 +399,23 @@ def _render_section(
 
     # mitochondria: dark matrix, cristae across the long axis, outer membrane
     if has_mito.any():
-        cos_m, sin_m, _, ren_m, ids_m = _label_axes(mito, y_nm, x_nm)
+        cos_m, sin_m, _, ren_m, ids_m = label_axes(mito, y_nm, x_nm)
         along = cos_m[ren_m] * x_nm + sin_m[ren_m] * y_nm + _gather(ids_m, seed, 3, ren_m) * 4096
         along += np.float32(0.3 * c.cristae_spacing_nm) * cloud  # wavy cristae
-        cristae = _stripes(along, r_mito, c.cristae_spacing_nm, c.cristae_width_nm)
+        cristae = stripes(along, r_mito, c.cristae_spacing_nm, c.cristae_width_nm)
         m_img = (c.mito_gray + 0.6 * c.grain_contrast * grain) * (1 - c.cristae_contrast * cristae)
         img = np.where(has_mito, m_img, img)
-        band = _band(boundary_mask(mito), px, c.mito_membrane_thickness_nm) * (has_mito | incell)
+        band = dark_band(boundary_mask(mito), px, c.mito_membrane_thickness_nm) * (has_mito | incell)
         img += band * (np.float32(c.membrane_gray) - img)
 
     # nuclei: chromatin clumps, heterochromatin along the envelope, dark envelope
     if nuc.any():
-        chrom = _smooth_noise(r_nuc, shape, c.chromatin_nm / pxm)
+        chrom = smooth_noise(r_nuc, shape, c.chromatin_nm / pxm)
         depth = edt.edt(nuc, anisotropy=px, black_border=False)
         hetero = np.exp(-depth / 60.0).astype(np.float32)
         n_img = c.nucleus_gray + c.chromatin_contrast * (chrom - 1.5 * hetero) + 0.6 * c.grain_contrast * grain
         img = np.where(nuc, n_img, img)
-        band = _band(boundary_mask(nuc), px, c.nuclear_envelope_thickness_nm)
+        band = dark_band(boundary_mask(nuc), px, c.nuclear_envelope_thickness_nm)
         img += band * (np.float32(c.membrane_gray) - img)
 
     # myelin: very dark, with lamellae parallel to the sheath
@@ -586,7 +429,7 @@ def _render_section(
     # plasma membranes at every boundary between cells / extracellular space / myelin
     lab = cells.copy()
     lab[myelin] = np.iinfo(lab.dtype).max
-    band = _band(boundary_mask(lab), px, c.membrane_thickness_nm)
+    band = dark_band(boundary_mask(lab), px, c.membrane_thickness_nm)
     mem = np.float32(c.membrane_gray) * (1.0 + 0.15 * grain)
     img += band * (mem - img)
 
@@ -671,7 +514,7 @@ def render_em(tissue: Tissue, config: RenderConfig, seed: int) -> np.ndarray:
     drift = config.drift_gray * (walk / sd if sd > 0 else walk)
     tilt = rng.standard_normal(2) + 0.2 * np.cumsum(rng.standard_normal((nz, 2)), axis=0)
     tilt *= config.gradient_gray / max(float(np.abs(tilt).max()), 1e-9)
-    gy, gx = _grid(ny, nx)
+    gy, gx = grid(ny, nx)
     ry, rx = gy / max(ny - 1, 1) - 0.5, gx / max(nx - 1, 1) - 0.5
     sig = (config.noise_correlation_nm / res[1], config.noise_correlation_nm / res[2])
     gain = _noise_gain(sig)
