@@ -110,6 +110,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, crop):
     assert not any(ws.has_layer(n) for n in ("affinities", "supervoxels", "segmentation"))
     assert cli_main(["segment", str(tmp_path / "ws"), "--input", "nope"]) == 2
     assert cli_main(["segment", str(tmp_path / "ws"), "--model", str(corrupt)]) == 2
+    assert cli_main(["segment", str(tmp_path / "ws"), "--fragment-context-nm", "-5"]) == 2  # not a length
 
 
 def test_fragment_overlap_in_nm():

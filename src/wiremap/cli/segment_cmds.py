@@ -33,13 +33,17 @@ def segment(
         float | None, typer.Option(help="Mean-affinity merge threshold (default: the model's).")
     ] = None,
     min_size: Annotated[int, typer.Option(help="Merge segments smaller than this many voxels.")] = 64,
+    fragment_context_nm: Annotated[
+        float | None,
+        typer.Option(help="Context around each block for supervoxels, nm (default 480; raise for thick neurites)."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Segment neurons: a 3D U-Net's affinities, watershed supervoxels, mutex agglomeration."""
+    """Segment neurons: a 3D U-Net's affinities, watershed supervoxels, mean-affinity agglomeration."""
     from wiremap.segment.stage import SegmentConfig, run_segment
 
     ws = Workspace.open(workspace)
@@ -51,6 +55,7 @@ def segment(
         threshold=threshold,
         min_size=min_size,
         device=device,
+        **({"fragment_context_nm": fragment_context_nm} if fragment_context_nm is not None else {}),
     )
     report = run_segment(ws, config, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
     z, y, x = report.shape_zyx
