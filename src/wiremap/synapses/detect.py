@@ -217,7 +217,8 @@ def kept_components(
 ) -> np.ndarray:
     """Labels (uint32, 1..n) of the candidates that pass every filter, without partners (for scoring masks)."""
     labels, n = cleft_components(cleft_prob, resolution_nm, params)
-    table = filter_candidates(candidate_table(labels, n, cleft_prob, core_threshold=params.seed_threshold), resolution_nm, params)
+    table = candidate_table(labels, n, cleft_prob, core_threshold=params.seed_threshold)
+    table = filter_candidates(table, resolution_nm, params)
     keep = np.zeros(n + 1, bool)
     keep[table["label"].to_numpy()] = True
     out = np.where(keep[labels], labels, 0).astype(np.uint32)

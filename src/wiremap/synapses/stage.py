@@ -80,7 +80,7 @@ class SynapseConfig(StrictModel):
     connectivity: Literal[6, 18, 26] = 6  # voxel linking of a cleft (6 merges touching clefts least)
     max_extent_nm: float = Field(default=600.0, ge=0)  # > 0: cut longer cleft components into pieces this long
     min_sections: int = Field(default=2, ge=1)  # cleft components seen in fewer sections are dropped
-    min_core_nm3: float = Field(default=2.0e5, ge=0)  # minimum volume of a synapse's confident (> seed_threshold) voxels
+    min_core_nm3: float = Field(default=2.0e5, ge=0)  # minimum volume of confident (> seed_threshold) voxels
     reach_nm: float = Field(default=40.0, gt=0)  # how far from the cleft partner voxels are looked for
     block_shape: tuple[int, int, int] = (32, 512, 512)  # write ROI of one block (voxels)
     context_nm: tuple[float, float, float] = (300.0, 800.0, 800.0)  # context around a block (z, y, x), nm

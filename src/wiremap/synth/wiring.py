@@ -174,10 +174,10 @@ def carve_clefts(
     pre cell (mostly its axon, on the side the normal points away from) and the
     post cell; otherwise the voxels are restored.  A seed closer than
     ``pair_spacing_nm`` to a kept synapse of the same pre and post cells is
-    dropped: the bouton passes, swelling and synapse mechanisms each place
-    seeds, and two densities between the same two cells closer than a
-    bouton is wide are one (perforated) synapse in real tissue, not two.  Returns one
-    table row per kept synapse (ids from 1).
+    dropped: steered boutons, spine heads and en-passant contacts each place
+    seeds on their own, and two densities between the same two cells closer
+    than a bouton is wide are one (perforated) synapse in real tissue, not
+    two.  Returns one table row per kept synapse (ids from 1).
     """
     rows: list[dict] = []
     shape = np.array(cells.shape)
