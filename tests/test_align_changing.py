@@ -158,26 +158,6 @@ def _walk_cand(z, pos, shift, conf, content):
     return _Candidate(_Done(z, None, None, f, False, False, pos), pr, f)
 
 
-def test_farther_neighbour_can_only_vote_on_changing_content():
-    """Two agreeing candidates: on the same tissue they are averaged; on changing content
-    with ``far_weight_changing=0`` the nearer one (latest along the walk) is used and the
-    farther one only votes."""
-    same = [_walk_cand(4, 4, (1.0, 0.0), 3.0, "same"), _walk_cand(3, 3, (0.0, 1.0), 3.0, "same")]
-    group, _, total = _combine(same, AlignConfig())
-    assert len(group) == 2 and np.allclose(total.data[:, 2, 2], [0.5, 0.5], atol=1e-5)
-    chg = [_walk_cand(4, 4, (1.0, 0.0), 3.0, "changing"),
-           _walk_cand(3, 3, (0.0, 1.0), 3.0, "changing")]
-    group, _, total = _combine(chg, AlignConfig(far_weight_changing=0.0))
-    assert len(group) == 2 and np.allclose(total.data[:, 2, 2], [1.0, 0.0], atol=1e-5)
-    # a downward walk: positions count from the reference, so the nearer one has z 2, pos 4
-    down = [_walk_cand(2, 4, (1.0, 0.0), 3.0, "changing"),
-            _walk_cand(3, 3, (0.0, 1.0), 3.0, "changing")]
-    _, _, total = _combine(down, AlignConfig(far_weight_changing=0.0))
-    assert np.allclose(total.data[:, 2, 2], [1.0, 0.0], atol=1e-5)
-    _, _, total = _combine(chg, AlignConfig())  # default: averaged like the same tissue
-    assert np.allclose(total.data[:, 2, 2], [0.5, 0.5], atol=1e-5)
-
-
 def test_disagreeing_neighbours_on_changing_content_keep_the_nearest():
     """Two candidates 10 px apart: on changing content the nearer section wins even when
     the farther match is more confident; on the same tissue confidence decides."""

@@ -90,7 +90,6 @@ class AlignConfig(BaseModel):
     detrend_elastic_only: bool = False  # detrend only the non-affine part of the fields
     reference: Literal["first", "middle"] = "middle"  # frame: first or middle non-blank section
     max_disagreement_px: float = 3.0  # neighbours disagreeing more (p95): keep the best only
-    far_weight_changing: float = 1.0  # weight of agreeing farther neighbours on changing content
     # changing content: re-weighted relaxations (Tukey biweight of the node's miss, scale
     # ``robust_scale`` x the median miss), so patches that follow a large object's own motion
     # stop pulling the mesh; 0 rounds: plain confidence weights.  3 rounds at 4.0 lower the

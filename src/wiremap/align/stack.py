@@ -12,9 +12,8 @@ candidate field for z.  Candidates that agree (p95 node distance within
 ``max_disagreement_px``) are averaged, weighted by match confidence: on
 changing content the measurement noise of different pairs is partly
 independent, so the average drifts less along the chain than a single chain
-would (``far_weight_changing`` can lower the share of farther neighbours on
-changing content, where a match two sections apart is several times worse, and
-there the nearest wins when candidates disagree); a candidate that
+would (on changing content the nearest wins when candidates disagree: a match
+two sections apart is several times worse there); a candidate that
 disagrees with the others (a false match, a pair across a bad section) is left
 out and the section is flagged.  Pair fields
 that would be wild fall back to their affine inside ``align_pair`` and are
@@ -164,15 +163,7 @@ def _combine(cands: list[_Candidate], cfg: AlignConfig) -> tuple[list[_Candidate
     best = max(range(n), key=lambda i: (int(agree[i].sum()), good[i].target.pos if changing else 0,
                                         conf[i]))
     group = [good[j] for j in range(n) if agree[best, j]]
-    # on changing content a match further back follows more of the content's own motion
-    # (synthetic tissue: ~4.7 px error two sections apart against ~1.3 px for the next
-    # one); ``far_weight_changing`` < 1 lowers its share of the average (0: it only votes)
     w = np.array([max(c.pair.confidence, 1e-3) ** 2 for c in group])
-    near = max(c.target.pos for c in group)  # positions along the walk: the latest is nearest
-    far = np.array([c.target.pos != near and c.pair.extras.get("content") == "changing"
-                    for c in group])
-    if far.any() and not far.all():
-        w = np.where(far, w * cfg.far_weight_changing, w)
     base = group[0].total
     data = sum(wi * c.total.resample_like(base).data for wi, c in zip(w, group, strict=True)) / w.sum()
     return group, float(dis.max()) if n > 1 else float("nan"), base.with_data(data)
