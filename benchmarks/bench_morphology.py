@@ -22,8 +22,8 @@ import kimimaro
 import numpy as np
 import zmesh
 
-from wiremap.morphology.compartments import NAMES, node_truth
 from wiremap.morphology.myelin import iou
+from wiremap.morphology.scores import compartment_confusion, confusion_by_name
 from wiremap.morphology.stage import MorphologyConfig, run_compartments, run_mesh, run_skeletonize
 from wiremap.synth.stage import SynthConfig, run_synth, use_true_segmentation
 from wiremap.volume import Layer
@@ -61,10 +61,7 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
         baseline = _baseline(seg, res, config)
         nodes = ws.read_table("skeleton_nodes")
         truth_comp = Layer(ws, "groundtruth/compartments").read()
-        confusion = np.zeros((6, 6), np.int64)  # truth x predicted compartment code
-        for i, rows in nodes.groupby("id"):
-            truth = node_truth(rows[["x_nm", "y_nm", "z_nm"]].to_numpy(), int(i), seg, truth_comp, res)
-            np.add.at(confusion, (truth, rows["compartment"].to_numpy().astype(np.int64)), 1)
+        confusion = compartment_confusion(nodes, seg, truth_comp, res)
         right, total = int(np.trace(confusion)), int(confusion.sum())
         myelin_iou = iou(Layer(ws, "myelin").read(), Layer(ws, "groundtruth/myelin").read())
     mvox = seg.size / 1e6
@@ -81,12 +78,7 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
         "goal_1_mvoxel_per_s": mvox / seconds >= 1.0,
         "compartment_node_accuracy": round(right / max(total, 1), 4),
         "skeleton_nodes": total,
-        "compartment_confusion": {
-            f"{NAMES[t]}->{NAMES[q]}": int(confusion[t, q])
-            for t in range(6)
-            for q in range(6)
-            if confusion[t, q] and t != q
-        },
+        "compartment_confusion": confusion_by_name(confusion),
         "myelin_iou": round(myelin_iou, 4),
         "skeletons": skel.n_segments,
     }

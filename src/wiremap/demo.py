@@ -90,6 +90,16 @@ def run_demo(path: Path, shape: tuple[int, int, int], seed: int) -> int:
     step("mesh", "mesh", ws_url)
     step("skeletonize", "skeletonize", ws_url)
     step("compartments and myelin", "compartments", ws_url)
+    step(
+        "score compartments",
+        "evaluate",
+        "compartments",
+        ws_url,
+        "--truth",
+        truth + "compartments",
+        "--myelin-truth",
+        truth + "myelin",
+    )
     step("detect synapses", "synapses", ws_url)
     step(
         "score synapses",
@@ -115,6 +125,7 @@ def _summary(ws: Workspace, seconds: dict[str, float], total: float) -> None:
     wanted = {
         "alignment": ("residual_mean_px", "residual_p95_px"),
         "segmentation": ("voi_split", "voi_merge", "arand", "erl_nm", "max_erl_nm"),
+        "compartments": ("node_accuracy", "myelin_iou"),
         "synapses": (
             "detection_precision",
             "detection_recall",

@@ -106,6 +106,24 @@ def synapses(
     _report(ws, "synapses", figures)
 
 
+@evaluate_app.command("compartments")
+def compartments(
+    workspace: Annotated[str, typer.Argument(help="Workspace directory or URL.")],
+    segmentation: Annotated[str, typer.Option(help="Segmentation the skeletons were made from.")] = "segmentation",
+    truth: Annotated[str, typer.Option(help="Ground-truth compartment layer.")] = "groundtruth/compartments",
+    myelin: Annotated[str, typer.Option(help="Myelin mask layer.")] = "myelin",
+    myelin_truth: Annotated[str, typer.Option(help="Ground-truth myelin layer.")] = "groundtruth/myelin",
+) -> None:
+    """Compartment accuracy per skeleton node (soma, axon, dendrite, glia, cilium), what is taken for what,
+    and myelin IoU."""
+    from wiremap.morphology.scores import score_workspace
+
+    ws = Workspace.open(workspace)
+    figures = score_workspace(ws, segmentation=segmentation, truth=truth, myelin=myelin, myelin_truth=myelin_truth)
+    confusion = figures.pop("confusion")
+    _report(ws, "compartments", figures | {f"nodes {pair}": n for pair, n in confusion.items()})
+
+
 @evaluate_app.command("alignment")
 def alignment(workspace: Annotated[str, typer.Argument(help="Workspace directory or URL (synthetic tiles).")]) -> None:
     """Residual (px) of the aligned stack against the simulator's true section maps."""
