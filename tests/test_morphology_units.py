@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zmesh
 
 from wiremap.errors import InputError
 from wiremap.morphology.compartments import AXON, DENDRITE, GLIA, SOMA, classify_nodes
-from wiremap.morphology.meshes import decode_multires, edge_balance, encode_multires, merge_meshes, mesh_block
+from wiremap.morphology.meshes import (
+    TriMesh,
+    _off_planes,
+    decode_multires,
+    edge_balance,
+    encode_multires,
+    merge_meshes,
+    mesh_block,
+)
 from wiremap.morphology.myelin import iou, myelin_mask
 from wiremap.morphology.skeletons import (
     SkeletonData,
@@ -60,6 +69,34 @@ def test_multires_round_trip_keeps_vertices_within_quantisation():
     assert lods[0].vertices.min(0) == pytest.approx(mesh.vertices.min(0), abs=0.5)
     assert lods[0].vertices.max(0) == pytest.approx(mesh.vertices.max(0), abs=0.5)
     assert edge_balance(lods[0]) > 0.97  # fragments are cut at cube faces and re-fused here
+
+
+def test_multires_of_a_segment_at_the_volume_origin():
+    """A segment touching the low faces (the fragment grid starts below 0) round-trips like any other."""
+    mesh = merge_meshes([mesh_block(_tube(), RES, (0, 0, 0))[5]])
+    at_origin = TriMesh(mesh.vertices - mesh.vertices.min(0) + 0.25, mesh.faces)
+    lods = decode_multires(*encode_multires(at_origin, 3, RES))
+    assert len(lods) == 3 and all(len(lod.faces) for lod in lods)
+    assert lods[0].vertices.min(0) == pytest.approx(at_origin.vertices.min(0), abs=0.5)
+    assert lods[0].vertices.max(0) == pytest.approx(at_origin.vertices.max(0), abs=0.5)
+
+
+def test_fragment_grid_cuts_a_box_whose_corners_lie_on_its_planes():
+    """zmesh.chunk_mesh aborted the process on this box (4.6 nm lattice, 36.8 nm chunks, 110.4 = 3 chunks);
+    ``_off_planes`` moves corners on a plane by 1e-4 of a chunk and nothing else."""
+    lo, hi = (9.2, 10.0, 9.2), (110.4, 92.8, 59.2)
+    corners = np.array([[x, y, z] for z in (lo[2], hi[2]) for y in (lo[1], hi[1]) for x in (lo[0], hi[0])])
+    faces = np.array(
+        [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1]]
+        + [[2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]],
+        np.uint32,
+    )
+    size = np.full(3, 36.8)
+    moved = _off_planes(corners, size)
+    assert np.allclose(moved[:, 0], np.where(corners[:, 0] == 110.4, 110.4 + 36.8e-4, corners[:, 0]))
+    assert np.array_equal(moved[:, 1:], corners[:, 1:])
+    pieces = zmesh.chunk_mesh(zmesh.Mesh(moved.astype(np.float32), faces, None), size, (0.0, 0.0, 0.0))
+    assert sum(len(p.faces) for p in pieces.values()) >= len(faces)
 
 
 def test_empty_block_has_no_meshes_or_skeletons():

@@ -160,11 +160,12 @@ def encode_multires(
     per_lod: list[tuple[np.ndarray, list[bytes]]] = []
     for k, lod in enumerate(lod_meshes):
         size = chunk_shape * 2**k
-        pieces = zmesh.chunk_mesh(zmesh.Mesh(lod.vertices.astype(np.float32), lod.faces, None), size, tuple(lo))
+        shifted = zmesh.Mesh(_off_planes(lod.vertices - lo, size).astype(np.float32), lod.faces, None)
+        pieces = zmesh.chunk_mesh(shifted, size, (0.0, 0.0, 0.0))
         quantized = {}
         for key, piece in pieces.items():
             position = np.clip(np.array(key, np.int64), 0, None)
-            q = _quantize(piece.vertices.astype(np.float64), lo + position * size, size)
+            q = _quantize(piece.vertices.astype(np.float64), position * size, size)
             faces = _nondegenerate(q, piece.faces.astype(np.uint32))
             if len(faces):  # Draco refuses pieces whose triangles all collapsed in quantisation
                 quantized[tuple(position)] = (q, faces)
@@ -177,6 +178,16 @@ def encode_multires(
         header.append(positions.T.astype("<u4").tobytes())
         header.append(np.array([len(b) for b in blobs], "<u4").tobytes())
     return b"".join(header), b"".join(b for _, blobs in per_lod for b in blobs)
+
+
+def _off_planes(vertices: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Vertices (grid origin at 0) moved off the fragment grid's planes by 1e-4 of a chunk, a tenth of a
+    quantisation step: zmesh.chunk_mesh aborts the whole process (std::bad_array_new_length) when a
+    corner lies exactly on a cutting plane, as lattice vertices of 4.6 nm data with 36.8 nm chunks do."""
+    eps = 1e-4 * np.asarray(size, np.float64)
+    t = vertices / size
+    on_plane = np.abs(t - np.rint(t)) * size < eps
+    return np.where(on_plane, vertices + eps, vertices)
 
 
 def _quantize(vertices: np.ndarray, origin: np.ndarray, size: np.ndarray) -> np.ndarray:
