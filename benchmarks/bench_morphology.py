@@ -23,7 +23,7 @@ import numpy as np
 import zmesh
 
 from wiremap.morphology.myelin import iou
-from wiremap.morphology.scores import compartment_confusion, confusion_by_name
+from wiremap.morphology.scores import compartment_confusion, node_figures
 from wiremap.morphology.stage import MorphologyConfig, run_compartments, run_mesh, run_skeletonize
 from wiremap.synth.stage import SynthConfig, run_synth, use_true_segmentation
 from wiremap.volume import Layer
@@ -61,8 +61,7 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
         baseline = _baseline(seg, res, config)
         nodes = ws.read_table("skeleton_nodes")
         truth_comp = Layer(ws, "groundtruth/compartments").read()
-        confusion = compartment_confusion(nodes, seg, truth_comp, res)
-        right, total = int(np.trace(confusion)), int(confusion.sum())
+        nodes_scored = node_figures(compartment_confusion(nodes, seg, truth_comp, res))
         myelin_iou = iou(Layer(ws, "myelin").read(), Layer(ws, "groundtruth/myelin").read())
     mvox = seg.size / 1e6
     seconds = t2 - t0
@@ -76,9 +75,10 @@ def _one(shape: tuple[int, int, int], seed: int) -> dict:
         "baseline_whole_volume_mvoxel_per_s": round(mvox / baseline, 3),
         "speedup_vs_baseline": round(baseline / seconds, 2),
         "goal_1_mvoxel_per_s": mvox / seconds >= 1.0,
-        "compartment_node_accuracy": round(right / max(total, 1), 4),
-        "skeleton_nodes": total,
-        "compartment_confusion": confusion_by_name(confusion),
+        "compartment_node_accuracy": round(nodes_scored["node_accuracy"], 4),
+        "skeleton_nodes": nodes_scored["nodes"],
+        "skeleton_nodes_unscored": nodes_scored["nodes_unscored"],
+        "compartment_confusion": nodes_scored["confusion"],
         "myelin_iou": round(myelin_iou, 4),
         "skeletons": skel.n_segments,
     }

@@ -52,6 +52,20 @@ def confusion_by_name(confusion: np.ndarray) -> dict[str, int]:
     }
 
 
+def node_figures(confusion: np.ndarray) -> dict[str, Any]:
+    """Accuracy over the scored nodes (true code > 0), their count, the unscored count and the confusion by
+    name, from a :func:`compartment_confusion`."""
+    scored = confusion.copy()
+    scored[0] = 0
+    total = int(scored.sum())
+    return {
+        "node_accuracy": float(np.trace(scored)) / total if total else float("nan"),
+        "nodes": total,
+        "nodes_unscored": int(confusion[0].sum()),
+        "confusion": confusion_by_name(scored),
+    }
+
+
 def score_workspace(
     ws: Workspace,
     *,
@@ -70,15 +84,7 @@ def score_workspace(
     confusion = compartment_confusion(
         ws.read_table("skeleton_nodes"), seg_layer.read(), Layer(ws, truth).read(), seg_layer.info.resolution_nm
     )
-    unscored = int(confusion[0].sum())
-    confusion[0] = 0
-    total = int(confusion.sum())
-    figures: dict[str, Any] = {
-        "node_accuracy": float(np.trace(confusion)) / total if total else float("nan"),
-        "nodes": total,
-        "nodes_unscored": unscored,
-        "confusion": confusion_by_name(confusion),
-    }
+    figures = node_figures(confusion)
     if ws.has_layer(myelin) and ws.has_layer(myelin_truth):
         true_myelin = Layer(ws, myelin_truth).read()
         figures["myelin_iou"] = iou(Layer(ws, myelin).read(), true_myelin)  # 1.0 when both are empty
