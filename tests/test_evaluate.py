@@ -535,3 +535,18 @@ def test_ei_accuracy_per_synapse_and_per_neuron():
     assert (b.n, b.accuracy, b.e_recall, b.i_recall) == (3, 2 / 3, 1.0, 0.5)
     with pytest.raises(InputError):
         ev.ei_accuracy(["E"], ["E", "I"])
+
+
+def test_truth_pieces_splits_a_neuron_joined_outside_the_volume():
+    from wiremap.evaluate import truth_pieces
+
+    truth = np.zeros((2, 3, 7), np.uint64)
+    truth[:, :, :3] = 9
+    truth[:, :, 4:] = 9  # the same neuron twice, joined outside the volume
+    truth[1, 0, 3] = 4
+    pieces = truth_pieces(truth)
+    assert pieces.dtype == np.uint64
+    assert len(np.unique(pieces[truth == 9])) == 2
+    assert len(np.unique(pieces[truth == 4])) == 1 and (pieces[truth == 0] == 0).all()
+    with pytest.raises(InputError):
+        truth_pieces(truth[0])

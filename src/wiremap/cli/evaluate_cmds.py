@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import cc3d
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -61,7 +59,7 @@ def segmentation(
         raise InputError(f"{layer} has shape {pred_layer.info.shape_zyx} but {truth} has {truth_layer.info.shape_zyx}")
     region = Roi.parse(roi) if roi else pred_layer.roi
     pred, gt = pred_layer.read(region), truth_layer.read(region)
-    scored_truth = cc3d.connected_components(gt, connectivity=6, out_dtype=np.uint64) if truth_pieces else gt
+    scored_truth = ev.truth_pieces(gt) if truth_pieces else gt
     table = ev.contingency_table(pred, scored_truth)
     voi = ev.variation_of_information(table=table)
     rand = ev.adapted_rand_error(table=table)

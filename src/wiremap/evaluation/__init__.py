@@ -29,6 +29,7 @@ from wiremap.evaluation.segmentation import (
     adapted_rand_error,
     contingency_table,
     segment_to_truth_map,
+    truth_pieces,
     variation_of_information,
 )
 from wiremap.evaluation.skeletons import ERL, expected_run_length
@@ -49,6 +50,7 @@ __all__ = [
     "expected_run_length",
     "match_points",
     "segment_to_truth_map",
+    "truth_pieces",
     "synapse_detection_scores",
     "synaptic_partner_scores",
     "variation_of_information",

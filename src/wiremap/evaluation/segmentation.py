@@ -17,6 +17,10 @@ Conventions (as in CREMI, https://cremi.org/metrics/):
   as unassigned voxels, each its own singleton segment, for ARAND (as in the
   SNEMI3D/CREMI adapted Rand code).
 - Entropies are in bits (``log2``), as in CREMI and scikit-image.
+- ``truth_pieces`` relabels a truth into its connected pieces inside the
+  scored volume: a neuron that leaves the volume and comes back is, for any
+  segmentation of that volume, several objects (CREMI's and SNEMI3D's
+  labels are connected inside their volumes in the same way).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import pandas as pd
 
@@ -36,8 +41,23 @@ __all__ = [
     "adapted_rand_error",
     "contingency_table",
     "segment_to_truth_map",
+    "truth_pieces",
     "variation_of_information",
 ]
+
+
+def truth_pieces(truth: np.ndarray) -> np.ndarray:
+    """``truth`` (3-d) relabelled into its 6-connected pieces (uint64, 0 stays 0).
+
+    On synthetic tissue this matters: in a 32 x 512 x 512 crop each of ten or
+    so neurons falls into three or four large pieces joined only outside the
+    crop, and against neuron ids a perfect segmentation of the crop would
+    still score a VOI split of about 1 bit.  26-connectivity gives the same
+    large pieces there (35 vs 36 pieces over 10,000 voxels).
+    """
+    if truth.ndim != 3:
+        raise InputError(f"truth must be 3-d (z, y, x), got shape {truth.shape}")
+    return cc3d.connected_components(truth, connectivity=6, out_dtype=np.uint64)
 
 
 @dataclass(frozen=True)
