@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from wiremap.cli import main
@@ -92,6 +93,37 @@ def test_compartment_accuracy_per_node_and_myelin_iou(tissue_ws):
     voxels = Layer(ws, "compartments").read()
     inside = tissue.cells > 0
     assert (voxels[inside] == tissue.compartments[inside]).mean() > 0.8
+
+
+def test_compartments_after_synapses_label_each_synapse_row(tissue_ws):
+    ws, tissue = tissue_ws
+    cells, truth = tissue.cells, tissue.compartments
+    # "synapses" where two cells face each other across the extracellular gap along x, pre on the left
+    gap = 3
+    left, right = cells[:, :, :-gap], cells[:, :, gap:]
+    facing = (left > 0) & (right > 0) & (left != right) & (truth[:, :, :-gap] > 0) & (truth[:, :, gap:] > 0)
+    z, y, x = np.nonzero(facing)
+    pick = np.linspace(0, len(z) - 1, 12).astype(int)
+    z, y, x = z[pick], y[pick], x[pick]
+    table = pd.DataFrame({"id": np.arange(1, 13, dtype=np.uint64), "pre": cells[z, y, x], "post": cells[z, y, x + gap],
+                          "z": z.astype(float), "y": y.astype(float), "x": x + gap / 2,
+                          "pre_compartment": "", "post_compartment": ""})
+    ws.write_table("synapses", table)
+    try:
+        run_compartments(ws, CONFIG, executor="serial", progress=False)
+        labelled = ws.read_table("synapses")
+    finally:
+        ws.delete_prefix("tables/synapses")
+    assert len(labelled) == 12
+    # the rows carry what the compartments layer says about each partner at the synapse
+    predicted = Layer(ws, "compartments").read()
+    names = {1: "soma", 2: "axon", 3: "dendrite"}
+    expected_pre = [names.get(int(c), "") for c in predicted[z, y, x]]
+    expected_post = [names.get(int(c), "") for c in predicted[z, y, x + gap]]
+    agree = (labelled["pre_compartment"].to_numpy() == expected_pre).tolist() + (
+        labelled["post_compartment"].to_numpy() == expected_post
+    ).tolist()
+    assert np.mean(agree) >= 0.9 and (labelled["pre_compartment"] != "").sum() >= 6
 
 
 def test_export_swc_and_clear_errors(tissue_ws, tmp_path):

@@ -3,7 +3,7 @@
 Synthesises a small volume imaged as multi-beam tiles (with section defects),
 then runs every stage through the same commands a user types: stitch and
 align the tiles (scored against the simulator's true maps), then segment,
-mesh, skeletonize, label compartments and detect synapses on the aligned
+mesh, skeletonize, detect synapses and label compartments on the aligned
 stack (scored against the synthetic answers carried into the aligned frame),
 build the connectome and query it.
 Prints the figures and where to look.  A few minutes on two cores.
@@ -89,6 +89,9 @@ def run_demo(path: Path, shape: tuple[int, int, int], seed: int) -> int:
     )
     step("mesh", "mesh", ws_url)
     step("skeletonize", "skeletonize", ws_url)
+    # synapses first: the compartment rules use their polarity (axons are presynaptic), then label each
+    # synapse row's pre/post compartment
+    step("detect synapses", "synapses", ws_url)
     step("compartments and myelin", "compartments", ws_url)
     step(
         "score compartments",
@@ -100,7 +103,6 @@ def run_demo(path: Path, shape: tuple[int, int, int], seed: int) -> int:
         "--myelin-truth",
         truth + "myelin",
     )
-    step("detect synapses", "synapses", ws_url)
     step(
         "score synapses",
         "evaluate",

@@ -47,6 +47,7 @@ from wiremap.morphology.skeletons import (
     to_tree,
 )
 from wiremap.roi import Roi
+from wiremap.synapses.compartment_labels import synapse_compartments
 from wiremap.volume import Layer, create_layer
 from wiremap.workspace import Workspace
 
@@ -573,6 +574,14 @@ def run_compartments(
     run_blockwise(BlockTask("compartments-voxels", ws.url, grid, VoxelBlock(ws.url, config)), **kw)
     seconds["voxels"] = time.perf_counter() - t0
     outputs = ["compartments", "skeleton_nodes"] + (["myelin"] if has_myelin else [])
+    if synapses is not None:  # the synapse rows' compartments, now that the rules have seen synapse polarity
+        t0 = time.perf_counter()
+        table = ws.read_table("synapses")
+        labels = synapse_compartments(table, seg, Layer(ws, "compartments"))
+        table[["pre_compartment", "post_compartment"]] = labels
+        ws.write_table("synapses", table)
+        outputs.append("tables/synapses")
+        seconds["synapse compartments"] = time.perf_counter() - t0
     ws.write_provenance(
         "compartments",
         parameters=_params(config),
