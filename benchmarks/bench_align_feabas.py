@@ -6,21 +6,25 @@ by ``stitch_stage`` into the ``montage`` layer.  Both aligners get that layer:
 
 * wiremap: ``align_stage(ws, executor="serial", n_overlays=0, overwrite=True,
   cfg=AlignConfig())`` (solve + render), and ``align_stack`` alone (solve only) for a
-  like-for-like time;
+  like-for-like time; and, for scale, the montage as it stands (identity fields);
 * FEABAS 3.0.6 (PyPI ``feabas``), its documented section-alignment workflow
   (``scripts/align_main.py``): one triangle mesh per section (``Mesh.from_bbox``, the
-  equilateral mesh ``mesh_from_mask`` makes of a whole-section mask), section-to-section
-  matches of neighbouring sections by ``match_section_from_initial_matches`` (FFT block
-  matching iterated with mesh relaxation; no initial matches, as ``align_main`` does when
-  the thumbnail step left none), then ``Aligner.run`` (the ``SLM`` stack relaxation,
-  sliding window from the middle).  Two settings, each run on every stack: ``defaults``,
-  FEABAS's ``default_alignment_configs.yaml`` as it stands (matching at mip 2, spacings 400 /
-  100; only the mesh is 512 px, the section's size, since ``Mesh.from_bbox`` cannot mesh a
+  equilateral mesh ``mesh_from_mask`` makes of a whole-section mask), matches of each
+  section with the next by ``match_section_from_initial_matches`` (FFT block matching
+  iterated with mesh relaxation), then ``Aligner.run`` (the ``SLM`` stack relaxation,
+  sliding window from the middle).  No initial matches, as ``align_main`` does when the
+  thumbnail step left none: FEABAS's thumbnails (mip 6) of a 512-px section are 8 px wide.
+  Three settings, each run on every stack: ``defaults``, FEABAS's
+  ``default_alignment_configs.yaml`` as it stands (matching at mip 2, spacings 400 / 100;
+  only the mesh is 512 px, the section's size, since ``Mesh.from_bbox`` cannot mesh a
   512-px section at the default 600), which on 512-px sections leaves one match block per
-  pair; and ``sized_to_section`` (``_sized_config``).  1 worker, ``cpu_budget: 1``.  Blank
-  sections (the simulator's truth) are left out of its section list, as a FEABAS user lists
-  them out; no material masks (folds unmasked), FEABAS's default when no mask folder
-  exists.  Timed: meshing + matching + optimisation (its solve; images are written before).
+  pair; ``sized_to_section`` (``_sized_config``); and ``defaults_compare_distance_2``, the
+  defaults also matching each section with the one after next (FEABAS's thumbnail default,
+  whose z+2 matches are RANSAC-filtered feature matches there, plain block matches here).
+  1 worker, ``cpu_budget: 1``.  Blank sections (the simulator's truth) are left out of its
+  section list, as a FEABAS user lists them out; no material masks (folds unmasked),
+  FEABAS's default when no mask folder exists.  Timed: meshing + matching + optimisation
+  (its solve; images are written before).
 
 Scoring is ``wiremap.align.score.score_alignment`` itself for both: FEABAS's aligned meshes
 (montage xy -> aligned xy, piecewise affine) are inverted exactly (``cart2bary`` in the
@@ -31,7 +35,11 @@ section (wiremap's, the middle one, which FEABAS's ``start_loc: M`` also starts 
 common translation of the whole FEABAS stack (its reference section's mean displacement)
 puts its aligned frame over the montage canvas, as FEABAS's own ``offset_bbox`` rendering
 step does; it changes no section's alignment to another.  Aligned pixels outside a section's
-FEABAS mesh take the nearest mesh pixel's map.
+FEABAS mesh take the nearest mesh pixel's map; a section FEABAS leaves unaligned (no matches
+linking it to the rest of the stack: no output transform) is scored as it stands in the
+montage (identity), listed under ``unaligned``, and both aligners are also scored on the
+sections FEABAS did align (``on_sections_feabas_aligned``).  FEABAS's solve is not exactly
+repeatable run to run (residuals vary by ~0.01 px).
 
 FEABAS's pinned dependencies clash with wiremap's: it runs in its own interpreter, named by
 ``WIREMAP_FEABAS_PYTHON`` (a venv with ``pip install feabas``); unset -> skipped.
@@ -93,15 +101,17 @@ for name in names:
     M = Mesh.from_bbox([0, 0, w, h], resolution=res, mesh_size=conf["meshing"]["mesh_size"])
     M.save_to_h5(os.path.join(mesh_dir, name + ".h5"), save_material=True, override_dict={"name": name})
 t_mesh = time.perf_counter() - w0
-# matching: neighbouring sections of the list, no initial (thumbnail) matches
+# matching: each section with the next compare_distance ones of the list (thumbnail default 2),
+# no initial (thumbnail) matches
 n_matches = {}
 for a in range(len(names) - 1):
-    mname = os.path.join(root, "align", "thumb", f"{names[a]}__to__{names[a + 1]}.h5")
-    loaders = [dal.MosaicLoader([paths[k]], bboxes=[[0, 0, w // f, h // f]], resolution=res * f)
-               for k in (a, a + 1)]
-    n = match_section_from_initial_matches(mname, mesh_dir, loaders, match_dir, conf,
-                                           ignore_initial_match=True)
-    n_matches[names[a] + "__to__" + names[a + 1]] = int(n or 0)
+    for b in range(a + 1, min(a + 1 + conf["compare_distance"], len(names))):
+        mname = os.path.join(root, "align", "thumb", f"{names[a]}__to__{names[b]}.h5")
+        loaders = [dal.MosaicLoader([paths[k]], bboxes=[[0, 0, w // f, h // f]], resolution=res * f)
+                   for k in (a, b)]
+        n = match_section_from_initial_matches(mname, mesh_dir, loaders, match_dir, conf,
+                                               ignore_initial_match=True)
+        n_matches[names[a] + "__to__" + names[b]] = int(n or 0)
 t_match = time.perf_counter() - w0 - t_mesh
 # optimisation: the stack relaxation (Aligner.run as align_main's optimize_main calls it)
 opt = conf["optimization"]
@@ -161,6 +171,10 @@ print(json.dumps({"wall_s": wall, "cpu_s": cpu, "mesh_s": t_mesh, "match_s": t_m
 
 # FEABAS's default_alignment_configs.yaml (repository, v3.0.x), 1 worker.
 FEABAS_DEFAULTS = {
+    # default_thumbnail_configs.yaml has 2 (z+1 and z+2), but there the z+2 pairs come from feature
+    # matching with RANSAC filtering of thumbnails, which 512-px sections do not allow (see
+    # ``defaults_compare_distance_2`` for what unfiltered z+2 block matches do)
+    "compare_distance": 1,
     "meshing": {"mesh_size": 512},  # 600: Mesh.from_bbox cannot mesh a 512-px section at 600
     "matching": {
         "working_mip_level": 2,
@@ -198,7 +212,8 @@ def _sized_config() -> dict:
     return conf
 
 
-FEABAS_CONFIGS = {"defaults": FEABAS_DEFAULTS, "sized_to_section": _sized_config()}
+FEABAS_CONFIGS = {"defaults": FEABAS_DEFAULTS, "sized_to_section": _sized_config(),
+                  "defaults_compare_distance_2": {**FEABAS_DEFAULTS, "compare_distance": 2}}
 
 
 def _scores(ws, fields: dict[int, bytes]) -> dict:
@@ -254,8 +269,9 @@ def _feabas_stack(exe: str, ws, reference: int, conf: dict) -> tuple[dict, dict[
 
 def bench(quick: bool, root: Path, exe: str) -> dict:
     """Per seed and defects setting: wiremap and FEABAS on the same montage, same scorer."""
+    from wiremap.align.field import Field
     from wiremap.align.stack import AlignConfig, align_stack
-    from wiremap.align.stage import FIELDS_PREFIX, align_stage, stitch_stage
+    from wiremap.align.stage import FIELDS_PREFIX, _field_bytes, align_stage, stitch_stage
     from wiremap.synth.stage import SynthConfig, run_synth
     from wiremap.volume import Layer
     from wiremap.workspace import Workspace
@@ -281,7 +297,10 @@ def bench(quick: bool, root: Path, exe: str) -> dict:
                            for k in ws.list(FIELDS_PREFIX) if k.endswith(".npz")}
             ours = {"solve_wall_s": solve_wall, "solve_cpu_s": solve_cpu, "align_stage_wall_s": stage_wall,
                     "sections": sorted(ours_fields), **_scores(ws, ours_fields)}
-            row = {"reference": reference, "wiremap": ours}
+            h, w = vol.shape[1:]
+            still = _field_bytes(Field(np.zeros((2, h, w), np.float32), 1.0))
+            row = {"reference": reference, "wiremap": ours,
+                   "montage_unaligned": _scores(ws, dict.fromkeys(ours_fields, still))}
             for cname, conf in FEABAS_CONFIGS.items():
                 fe, fe_fields = _feabas_stack(exe, ws, reference, conf)
                 if "error" in fe:
