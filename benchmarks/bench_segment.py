@@ -83,10 +83,17 @@ def gala_accuracy(tmp: Path, model_path: str | None = None) -> dict:
         agg.fragments(affs, resolution_nm=GALA_RES, seed_radius_nm=model.meta.get("seed_radius_nm")), 0
     )
     edges, sizes = agg.region_edges(svs, affs, (False,) * 3), agg.fragment_sizes(svs)
+    defaults = SegmentConfig()  # the stage's cleanup, so the threshold is chosen for what the stage does
+    min_size, min_contact = defaults.min_size_voxels(GALA_RES), defaults.min_contact_for(GALA_RES)
     thresholds = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
     best_t, train_ours = _best(
         thresholds,
-        lambda t: score(agg.relabel(svs, agg.agglomerate(sizes, edges, threshold=t, min_size=64)), train_lab),
+        lambda t: score(
+            agg.relabel(
+                svs, agg.agglomerate(sizes, edges, threshold=t, min_size=min_size, min_contact=min_contact)
+            ),
+            train_lab,
+        ),
     )
     net_b = agg.boundary_map(affs)
     int_b = intensity_boundary(train_img)

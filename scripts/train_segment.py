@@ -195,9 +195,10 @@ def tune_threshold(model_path: Path, variant: str, data: Path) -> dict:
     gala test VOI 0.65 instead of 0.40.  anisotropic: synthetic sstem seed
     2000 (the only ssTEM-like volume with 3D truth).
     """
-    from wiremap.evaluation.segmentation import variation_of_information
+    from wiremap.evaluation.segmentation import truth_pieces, variation_of_information
     from wiremap.segment import agglomerate as agg
     from wiremap.segment.infer import load_model, predict_affinities
+    from wiremap.segment.stage import SegmentConfig
 
     model = load_model(str(model_path))
     volumes = []
@@ -210,14 +211,18 @@ def tune_threshold(model_path: Path, variant: str, data: Path) -> dict:
     thresholds = [round(float(t), 2) for t in np.arange(0.15, 0.65, 0.05)]
     radii = [40.0, 60.0, 80.0, 120.0]  # seed radius of the supervoxel watershed, nm
     vois = np.zeros((len(volumes), len(radii), len(thresholds)))
+    cleanup = SegmentConfig()  # the stage's small-segment and small-contact rules
     for i, (_, image, labels, res) in enumerate(volumes):
+        labels = truth_pieces(labels)  # what `wiremap evaluate segmentation` scores against
         lo, hi = grey_range(image[:, ::4, ::4])
         affs = np.round(predict_affinities(model, image, lo, hi)[:3] * 255) / 255
         for k, radius in enumerate(radii):
             svs = agg.supervoxel_ids(agg.fragments(affs, resolution_nm=res, seed_radius_nm=radius), 0)
             edges, sizes = agg.region_edges(svs, affs, (False, False, False)), agg.fragment_sizes(svs)
             for j, t in enumerate(thresholds):
-                seg = agg.relabel(svs, agg.agglomerate(sizes, edges, threshold=t, min_size=64))
+                small, contact = cleanup.min_size_voxels(res), cleanup.min_contact_for(res)
+                table = agg.agglomerate(sizes, edges, threshold=t, min_size=small, min_contact=contact)
+                seg = agg.relabel(svs, table)
                 vois[i, k, j] = variation_of_information(seg, labels).total
     mean = vois[votes].mean(axis=0)
     k, j = np.unravel_index(int(np.argmin(mean)), mean.shape)

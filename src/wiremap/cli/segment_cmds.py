@@ -32,7 +32,13 @@ def segment(
     threshold: Annotated[
         float | None, typer.Option(help="Mean-affinity merge threshold (default: the model's).")
     ] = None,
-    min_size: Annotated[int, typer.Option(help="Merge segments smaller than this many voxels.")] = 64,
+    min_size_nm3: Annotated[
+        float | None, typer.Option(help="Merge segments smaller than this volume, nm^3 (default 5e5).")
+    ] = None,
+    min_contact: Annotated[
+        int | None,
+        typer.Option(help="Merge on affinity only over >= this many voxel faces (default 4 serial sections, else 0)."),
+    ] = None,
     fragment_context_nm: Annotated[
         float | None,
         typer.Option(help="Context around each block for supervoxels, nm (default 480; raise for thick neurites)."),
@@ -53,9 +59,10 @@ def segment(
         block_shape=parse_shape(block_shape, "--block-shape") if block_shape else None,
         roi=roi,
         threshold=threshold,
-        min_size=min_size,
         device=device,
         **({"fragment_context_nm": fragment_context_nm} if fragment_context_nm is not None else {}),
+        **({"min_size_nm3": min_size_nm3} if min_size_nm3 is not None else {}),
+        **({"min_contact": min_contact} if min_contact is not None else {}),
     )
     report = run_segment(ws, config, overwrite=overwrite, **execution(ws, executor, workers, scheduler))
     z, y, x = report.shape_zyx

@@ -56,6 +56,11 @@ def boundary_map(affs: np.ndarray) -> np.ndarray:
     return 1.0 - total / count
 
 
+def is_serial_section(resolution_nm: tuple[float, float, float]) -> bool:
+    """Sections at least twice as thick as the in-plane pixels: supervoxels are made section by section."""
+    return float(resolution_nm[0]) >= 2.0 * float(min(resolution_nm[1:]))
+
+
 def fragments(
     affs: np.ndarray,
     *,
@@ -82,7 +87,7 @@ def fragments(
     res = tuple(float(r) for r in resolution_nm)
     radius = seed_radius_nm or 2.0 * float(min(res[1:]))
     if planar is None:
-        planar = res[0] >= 2.0 * min(res[1:])
+        planar = is_serial_section(res)  # type: ignore[arg-type]
     if not planar:
         return _watershed_fragments(bmap, res, threshold, radius)
     out = np.zeros(bmap.shape, np.uint64)
