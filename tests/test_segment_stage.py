@@ -136,3 +136,12 @@ def test_supervoxels_match_whole_array_fragments(segmented):
                 pairs = np.unique(np.stack([svs[sl].ravel(), whole[sl].ravel()]), axis=1)
                 # one-to-one: as many distinct pairs as distinct ids on either side
                 assert pairs.shape[1] == len(np.unique(pairs[0])) == len(np.unique(pairs[1]))
+
+
+def test_cleanup_rules_follow_the_resolution():
+    config = SegmentConfig()
+    assert config.min_size_voxels((30.0, 4.0, 4.0)) == 1042  # 5e5 nm^3 of 480 nm^3 voxels
+    assert config.min_size_voxels((10.0, 10.0, 10.0)) == 500
+    assert config.min_contact_for((30.0, 4.0, 4.0)) == 4  # serial sections
+    assert config.min_contact_for((8.0, 8.0, 8.0)) == 0
+    assert SegmentConfig(min_contact=2).min_contact_for((30.0, 4.0, 4.0)) == 2
