@@ -234,7 +234,7 @@ def _scores(ws, fields: dict[int, bytes]) -> dict:
 def _feabas_stack(exe: str, ws, reference: int, conf: dict) -> tuple[dict, dict[int, bytes]]:
     """FEABAS aligns the montage of ``ws`` with ``conf``: its figures and its maps as stored fields."""
     from wiremap.align.field import Field
-    from wiremap.align.stage import _field_bytes
+    from wiremap.align.stage import field_bytes
     from wiremap.synth.acquisition import load_groundtruth
     from wiremap.volume import Layer
 
@@ -261,7 +261,7 @@ def _feabas_stack(exe: str, ws, reference: int, conf: dict) -> tuple[dict, dict[
     if res.returncode != 0:
         return {"error": res.stderr[-3000:]}, {}
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    fields = {z: _field_bytes(Field(np.load(tmp / f"map_{z}.npy"), 1.0)) for z in zs}
+    fields = {z: field_bytes(Field(np.load(tmp / f"map_{z}.npy"), 1.0)) for z in zs}
     shutil.rmtree(tmp, ignore_errors=True)
     out["sections"] = zs
     return out, fields
@@ -271,7 +271,7 @@ def bench(quick: bool, root: Path, exe: str) -> dict:
     """Per seed and defects setting: wiremap and FEABAS on the same montage, same scorer."""
     from wiremap.align.field import Field
     from wiremap.align.stack import AlignConfig, align_stack
-    from wiremap.align.stage import FIELDS_PREFIX, _field_bytes, align_stage, stitch_stage
+    from wiremap.align.stage import FIELDS_PREFIX, align_stage, field_bytes, stitch_stage
     from wiremap.synth.stage import SynthConfig, run_synth
     from wiremap.volume import Layer
     from wiremap.workspace import Workspace
@@ -298,7 +298,7 @@ def bench(quick: bool, root: Path, exe: str) -> dict:
             ours = {"solve_wall_s": solve_wall, "solve_cpu_s": solve_cpu, "align_stage_wall_s": stage_wall,
                     "sections": sorted(ours_fields), **_scores(ws, ours_fields)}
             h, w = vol.shape[1:]
-            still = _field_bytes(Field(np.zeros((2, h, w), np.float32), 1.0))
+            still = field_bytes(Field(np.zeros((2, h, w), np.float32), 1.0))
             row = {"reference": reference, "wiremap": ours,
                    "montage_unaligned": _scores(ws, dict.fromkeys(ours_fields, still))}
             for cname, conf in FEABAS_CONFIGS.items():

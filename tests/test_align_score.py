@@ -14,7 +14,7 @@ import pytest
 
 from wiremap.align.field import Field
 from wiremap.align.score import score_alignment
-from wiremap.align.stage import FIELDS_PREFIX, _field_bytes
+from wiremap.align.stage import FIELDS_PREFIX, field_bytes
 from wiremap.align.truth import montage_offsets
 from wiremap.synth.acquisition import (
     AcquisitionConfig,
@@ -64,7 +64,7 @@ def ws_truth(tmp_path_factory):
 def _write(ws, fields):
     ws.delete_prefix(FIELDS_PREFIX)
     for z, f in fields.items():
-        ws.write_bytes(f"{FIELDS_PREFIX}{z}.npz", _field_bytes(f))
+        ws.write_bytes(f"{FIELDS_PREFIX}{z}.npz", field_bytes(f))
 
 
 def test_true_fields_score_zero(ws_truth):

@@ -75,7 +75,8 @@ class _LayerSlice:
         return self.layer.read(roi)[0]
 
 
-def _field_bytes(f: Field) -> bytes:
+def field_bytes(f: Field) -> bytes:
+    """A field as the stage stores it under ``align/fields/<z>.npz`` (data, stride, origin)."""
     buf = io.BytesIO()
     np.savez(buf, data=f.data, stride=f.stride, origin=np.asarray(f.origin))
     return buf.getvalue()
@@ -133,7 +134,7 @@ def align_stage(ws: Workspace, input_layer: str = "montage", output_layer: str =
     ws.delete_prefix(FIELDS_PREFIX)
     for r in results:
         if r.field is not None:
-            ws.write_bytes(f"{FIELDS_PREFIX}{r.z}.npz", _field_bytes(r.field))
+            ws.write_bytes(f"{FIELDS_PREFIX}{r.z}.npz", field_bytes(r.field))
     table = qc.alignment_table(results)
     ws.write_table("align_qc", table)
     png = qc.plot_residuals(table, _tmp_png())
