@@ -364,6 +364,22 @@ def _synth_stitch_truth(ws) -> dict:
             "tile_placement_mean_px": float(p.mean()), "tile_placement_p95_px": float(np.percentile(p, 95))}
 
 
+def stitched_synth_stacks(quick: bool, root: Path):
+    """``(name, workspace)`` of each benchmark stack: ``wiremap synth`` 12 x 512 x 512, seeds 4 / 7 / 11 (4 when
+    quick), with and without defects, stitched into ``montage``."""
+    from wiremap.align.stage import stitch_stage
+    from wiremap.synth.stage import SynthConfig, run_synth
+    from wiremap.workspace import Workspace
+
+    for seed in ([4] if quick else [4, 7, 11]):
+        for defects in (True, False):
+            name = f"seed{seed}" + ("" if defects else "_no_defects")
+            ws = Workspace.create(str(root / name))
+            run_synth(ws, SynthConfig(shape_zyx=(12, 512, 512), seed=seed, defects=defects, pyramid_scales=1))
+            stitch_stage(ws)
+            yield name, ws
+
+
 def bench_synth_stacks(quick: bool, root: Path) -> dict:
     """``wiremap synth`` -> stitch -> align -> evaluate, per seed, with and without acquisition
     defects; each stack aligned twice in this run: from its first section (the earlier
@@ -372,11 +388,9 @@ def bench_synth_stacks(quick: bool, root: Path) -> dict:
     whose true fields are zero."""
     from wiremap.align.score import score_alignment
     from wiremap.align.stack import align_stack
-    from wiremap.align.stage import align_stage, stitch_stage
+    from wiremap.align.stage import align_stage
     from wiremap.synth.acquisition import load_groundtruth
-    from wiremap.synth.stage import SynthConfig, run_synth
     from wiremap.volume import Layer
-    from wiremap.workspace import Workspace
 
     def scored(ws, cfg: AlignConfig) -> dict:
         t0 = time.perf_counter()
@@ -397,35 +411,29 @@ def bench_synth_stacks(quick: bool, root: Path) -> dict:
         return tuple(Layer(ws, "montage").info.shape_zyx[1:])
 
     out = {}
-    for seed in ([4] if quick else [4, 7, 11]):
-        for defects in (True, False):
-            name = f"seed{seed}" + ("" if defects else "_no_defects")
-            ws = Workspace.create(str(root / name))
-            run_synth(ws, SynthConfig(shape_zyx=(12, 512, 512), seed=seed, defects=defects,
-                                      pyramid_scales=1))
-            stitch_stage(ws)
-            before = scored(ws, AlignConfig(reference="first"))
-            after = scored(ws, AlignConfig())
-            clean = Layer(ws, "groundtruth/image").read()
-            floor = [float(np.linalg.norm(r.field.data, axis=0)[2:-2, 2:-2].mean())
-                     for r in align_stack(clean, AlignConfig(reference="first"))
-                     if r.field is not None]
-            st = load_groundtruth(ws).sections
-            qc = ws.read_table("align_qc").set_index("z")
-            flagged = {int(z) for z in qc.index if float(qc.loc[z, "fold_fraction"]) > 0}
-            folds = {int(z) for z in st.loc[st["fold"].astype(bool), "section"]}
-            out[name] = {
-                "statuses": st["status"].tolist(),
-                "folds": {"true": sorted(folds), "detected": sorted(flagged & folds),
-                          "false": sorted(flagged - folds)},
-                "before_first_reference": before,
-                "after_middle_reference": after,
-                "ratios_after_over_before": {
-                    k: after[f"residual_{k}_px"] / before[f"residual_{k}_px"]
-                    for k in ("mean", "p95", "max")},
-                "clean_volume_field_mean_px": float(np.mean(floor[1:])),
-                "clean_volume_last_section_px": floor[-1],
-                "stitch_truth": _synth_stitch_truth(ws) if defects else None}
+    for name, ws in stitched_synth_stacks(quick, root):
+        before = scored(ws, AlignConfig(reference="first"))
+        after = scored(ws, AlignConfig())
+        clean = Layer(ws, "groundtruth/image").read()
+        floor = [float(np.linalg.norm(r.field.data, axis=0)[2:-2, 2:-2].mean())
+                 for r in align_stack(clean, AlignConfig(reference="first"))
+                 if r.field is not None]
+        st = load_groundtruth(ws).sections
+        qc = ws.read_table("align_qc").set_index("z")
+        flagged = {int(z) for z in qc.index if float(qc.loc[z, "fold_fraction"]) > 0}
+        folds = {int(z) for z in st.loc[st["fold"].astype(bool), "section"]}
+        out[name] = {
+            "statuses": st["status"].tolist(),
+            "folds": {"true": sorted(folds), "detected": sorted(flagged & folds),
+                      "false": sorted(flagged - folds)},
+            "before_first_reference": before,
+            "after_middle_reference": after,
+            "ratios_after_over_before": {
+                k: after[f"residual_{k}_px"] / before[f"residual_{k}_px"]
+                for k in ("mean", "p95", "max")},
+            "clean_volume_field_mean_px": float(np.mean(floor[1:])),
+            "clean_volume_last_section_px": floor[-1],
+            "stitch_truth": None if name.endswith("_no_defects") else _synth_stitch_truth(ws)}
     return out
 
 

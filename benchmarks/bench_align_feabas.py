@@ -269,60 +269,53 @@ def _feabas_stack(exe: str, ws, reference: int, conf: dict) -> tuple[dict, dict[
 
 def bench(quick: bool, root: Path, exe: str) -> dict:
     """Per seed and defects setting: wiremap and FEABAS on the same montage, same scorer."""
+    from benchmarks.bench_align import stitched_synth_stacks
     from wiremap.align.field import Field
     from wiremap.align.stack import AlignConfig, align_stack
-    from wiremap.align.stage import FIELDS_PREFIX, align_stage, field_bytes, stitch_stage
-    from wiremap.synth.stage import SynthConfig, run_synth
+    from wiremap.align.stage import FIELDS_PREFIX, align_stage, field_bytes
     from wiremap.volume import Layer
-    from wiremap.workspace import Workspace
 
     out = {}
-    for seed in ([4] if quick else [4, 7, 11]):
-        for defects in (True, False):
-            name = f"seed{seed}" + ("" if defects else "_no_defects")
-            ws = Workspace.create(str(root / name))
-            run_synth(ws, SynthConfig(shape_zyx=(12, 512, 512), seed=seed, defects=defects,
-                                      pyramid_scales=1))
-            stitch_stage(ws)
-            vol = Layer(ws, "montage").read()
-            w0, c0 = time.perf_counter(), time.process_time()
-            align_stack(vol, AlignConfig())
-            solve_wall, solve_cpu = time.perf_counter() - w0, time.process_time() - c0
-            w0 = time.perf_counter()
-            align_stage(ws, executor="serial", n_overlays=0, overwrite=True, cfg=AlignConfig())
-            stage_wall = time.perf_counter() - w0
-            qc = ws.read_table("align_qc")
-            reference = int(qc.loc[qc["status"] == "reference", "z"].iloc[0])
-            ours_fields = {int(k[len(FIELDS_PREFIX):-4]): ws.read_bytes(k)
-                           for k in ws.list(FIELDS_PREFIX) if k.endswith(".npz")}
-            ours = {"solve_wall_s": solve_wall, "solve_cpu_s": solve_cpu, "align_stage_wall_s": stage_wall,
-                    "sections": sorted(ours_fields), **_scores(ws, ours_fields)}
-            h, w = vol.shape[1:]
-            still = field_bytes(Field(np.zeros((2, h, w), np.float32), 1.0))
-            row = {"reference": reference, "wiremap": ours,
-                   "montage_unaligned": _scores(ws, dict.fromkeys(ours_fields, still))}
-            for cname, conf in FEABAS_CONFIGS.items():
-                fe, fe_fields = _feabas_stack(exe, ws, reference, conf)
-                if "error" in fe:
-                    row[f"feabas_{cname}"] = fe
-                    continue
-                fe.update(_scores(ws, fe_fields))
-                ratios = {"residual_mean": ours["residual_mean_px"] / fe["residual_mean_px"],
-                          "residual_p95": ours["residual_p95_px"] / fe["residual_p95_px"],
-                          "solve_wall": ours["solve_wall_s"] / fe["wall_s"],
-                          "solve_cpu": ours["solve_cpu_s"] / fe["cpu_s"],
-                          "align_stage_wall_over_feabas_wall": ours["align_stage_wall_s"] / fe["wall_s"]}
-                common = sorted(set(ours_fields) & set(fe_fields) - set(fe["unaligned"]))
-                if fe["unaligned"] and len(common) > 1 and reference in common:
-                    # also on the sections FEABAS did align, both scored on that set only
-                    a = _scores(ws, {z: ours_fields[z] for z in common})
-                    b = _scores(ws, {z: fe_fields[z] for z in common})
-                    fe["on_sections_feabas_aligned"] = {"sections": common, "wiremap": a, "feabas": b}
-                    ratios["residual_mean_on_feabas_aligned"] = a["residual_mean_px"] / b["residual_mean_px"]
-                    ratios["residual_p95_on_feabas_aligned"] = a["residual_p95_px"] / b["residual_p95_px"]
-                fe["ratios_wiremap_over_feabas"] = ratios
+    for name, ws in stitched_synth_stacks(quick, root):
+        vol = Layer(ws, "montage").read()
+        w0, c0 = time.perf_counter(), time.process_time()
+        align_stack(vol, AlignConfig())
+        solve_wall, solve_cpu = time.perf_counter() - w0, time.process_time() - c0
+        w0 = time.perf_counter()
+        align_stage(ws, executor="serial", n_overlays=0, overwrite=True, cfg=AlignConfig())
+        stage_wall = time.perf_counter() - w0
+        qc = ws.read_table("align_qc")
+        reference = int(qc.loc[qc["status"] == "reference", "z"].iloc[0])
+        ours_fields = {int(k[len(FIELDS_PREFIX):-4]): ws.read_bytes(k)
+                       for k in ws.list(FIELDS_PREFIX) if k.endswith(".npz")}
+        ours = {"solve_wall_s": solve_wall, "solve_cpu_s": solve_cpu, "align_stage_wall_s": stage_wall,
+                "sections": sorted(ours_fields), **_scores(ws, ours_fields)}
+        h, w = vol.shape[1:]
+        still = field_bytes(Field(np.zeros((2, h, w), np.float32), 1.0))
+        row = {"reference": reference, "wiremap": ours,
+               "montage_unaligned": _scores(ws, dict.fromkeys(ours_fields, still))}
+        for cname, conf in FEABAS_CONFIGS.items():
+            fe, fe_fields = _feabas_stack(exe, ws, reference, conf)
+            if "error" in fe:
                 row[f"feabas_{cname}"] = fe
-            out[name] = row
+                continue
+            fe.update(_scores(ws, fe_fields))
+            ratios = {"residual_mean": ours["residual_mean_px"] / fe["residual_mean_px"],
+                      "residual_p95": ours["residual_p95_px"] / fe["residual_p95_px"],
+                      "solve_wall": ours["solve_wall_s"] / fe["wall_s"],
+                      "solve_cpu": ours["solve_cpu_s"] / fe["cpu_s"],
+                      "align_stage_wall_over_feabas_wall": ours["align_stage_wall_s"] / fe["wall_s"]}
+            common = sorted(set(ours_fields) & set(fe_fields) - set(fe["unaligned"]))
+            if fe["unaligned"] and len(common) > 1 and reference in common:
+                # also on the sections FEABAS did align, both scored on that set only
+                a = _scores(ws, {z: ours_fields[z] for z in common})
+                b = _scores(ws, {z: fe_fields[z] for z in common})
+                fe["on_sections_feabas_aligned"] = {"sections": common, "wiremap": a, "feabas": b}
+                ratios["residual_mean_on_feabas_aligned"] = a["residual_mean_px"] / b["residual_mean_px"]
+                ratios["residual_p95_on_feabas_aligned"] = a["residual_p95_px"] / b["residual_p95_px"]
+            fe["ratios_wiremap_over_feabas"] = ratios
+            row[f"feabas_{cname}"] = fe
+        out[name] = row
     return out
 
 
