@@ -80,8 +80,9 @@ def fragments(
     two sections, as in the usual serial-section pipelines.  With 30-50 nm
     sections a 3D seed region reaches into the next section through weak
     z-affinities and one fragment then covers two neurons; on synthetic
-    ssTEM this 2D mode lowered the VOI reachable by a perfect agglomeration
-    from ~1.1 to ~0.14.  The agglomeration links sections.
+    ssTEM this 2D mode lowered the VOI (against whole-neuron ids) reachable
+    by a perfect agglomeration from ~1.1 to ~0.14.  The agglomeration links
+    sections.
     """
     bmap = boundary_map(affs)
     res = tuple(float(r) for r in resolution_nm)
