@@ -86,8 +86,11 @@ def load_model(path: str | None = None) -> SynapseModel:
     return SynapseModel(network, meta, str(p))
 
 
-def normalize(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map grey values ``[lo, hi]`` to ``[-0.5, 0.5]`` (float32), the network's input convention."""
+def normalize(image: np.ndarray, lo: float | np.ndarray, hi: float | np.ndarray) -> np.ndarray:
+    """Map grey values ``[lo, hi]`` to ``[-0.5, 0.5]`` (float32), the network's input convention.
+
+    ``lo`` and ``hi`` may be ``(z, 1, 1)`` arrays: one range per section.
+    """
     return ((image.astype(np.float32) - lo) / (hi - lo) - 0.5).astype(np.float32)
 
 
@@ -116,7 +119,12 @@ def section_stack(sections: np.ndarray, z0: int, z1: int, k: int) -> np.ndarray:
 
 
 def predict_sections(
-    model: SynapseModel, image: np.ndarray, lo: float, hi: float, resolution_yx_nm: float, batch: int = 4
+    model: SynapseModel,
+    image: np.ndarray,
+    lo: float | np.ndarray,
+    hi: float | np.ndarray,
+    resolution_yx_nm: float,
+    batch: int = 4,
 ) -> np.ndarray:
     """``(3, z, y, x)`` float32 probabilities (cleft, side, ei) for a ``(z, y, x)`` uint8 stack.
 

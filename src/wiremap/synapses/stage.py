@@ -31,7 +31,7 @@ from pydantic import Field
 from wiremap.blockwise import Block, BlockGrid, BlockTask, reset_markers, run_blockwise, worker_workspace
 from wiremap.config import StrictModel
 from wiremap.errors import InputError
-from wiremap.intensity import grey_range
+from wiremap.intensity import section_grey_ranges
 from wiremap.roi import Roi
 from wiremap.synapses.annotations import write_annotations
 from wiremap.synapses.detect import DetectParams, candidate_table, cleft_components, filter_candidates
@@ -117,7 +117,7 @@ class SynapseBlock:
     workspace_url: str
     config: SynapseConfig
     use_compartments: bool
-    grey_range: tuple[float, float]
+    grey_ranges: np.ndarray  # (sections, 2): each section's grey range (``section_grey_ranges``)
     resolution_nm: tuple[float, float, float]
     torch_threads: int = 0  # 0: torch's default; 1 in pool workers (the pool has the parallelism)
 
@@ -130,7 +130,7 @@ class SynapseBlock:
             Layer(ws, self.config.segmentation).read(block.read_roi),
             Layer(ws, self.config.compartments).read(block.read_roi) if self.use_compartments else None,
             self.config,
-            self.grey_range,
+            self.grey_ranges[block.read_roi.offset[0] : block.read_roi.end[0]],
             self.resolution_nm,
             block.read_roi,
             block.write_roi,
@@ -143,15 +143,20 @@ def detect_block(
     segmentation: np.ndarray,
     compartments: np.ndarray | None,
     config: SynapseConfig,
-    grey_range: tuple[float, float],
+    grey_ranges: np.ndarray,
     resolution_nm: tuple[float, float, float],
     read_roi: Roi,
     write_roi: Roi,
 ) -> pd.DataFrame:
-    """Synapses of one block whose centroid lies in ``write_roi`` (global voxel coordinates)."""
+    """Synapses of one block whose centroid lies in ``write_roi`` (global voxel coordinates).
+
+    ``grey_ranges`` holds ``(lo, hi)`` of each section of the block: sections are normalised one by one, so a
+    change of microscope settings part-way through a stack does not dim or wash out half of it.
+    """
     model = load_model(config.model)
-    prob = predict_sections(model, image, grey_range[0], grey_range[1], resolution_nm[2])
-    norm = normalize(image, grey_range[0], grey_range[1])
+    lo, hi = grey_ranges[:, 0, None, None], grey_ranges[:, 1, None, None]
+    prob = predict_sections(model, image, lo, hi, resolution_nm[2])
+    norm = normalize(image, lo, hi)
     rule = EIRule(**model.meta.get("ei_rule", {}))
     return synapses_from_prob(prob, norm, segmentation, compartments, config, rule, resolution_nm, read_roi, write_roi)
 
@@ -189,15 +194,6 @@ def synapses_from_prob(
         for axis, off in zip("zyx", read_roi.offset, strict=False):
             out[f"{role}_{axis}"] = out[f"{role}_{axis}"] + off
     return out.drop(columns=["label"]).reset_index(drop=True)
-
-
-def _grey_range(layer: Layer) -> tuple[float, float]:
-    """Robust grey range (``wiremap.intensity``) from up to 8 evenly spaced sections (the same for every
-    block)."""
-    z = layer.info.shape_zyx[0]
-    picks = sorted(set(np.linspace(0, z - 1, min(z, 8)).round().astype(int).tolist()))
-    sample = np.concatenate([layer.read(Roi((k, 0, 0), (1, *layer.info.shape_zyx[1:]))).ravel()[::7] for k in picks])
-    return grey_range(sample)
 
 
 def check_inputs(ws: Workspace, config: SynapseConfig) -> tuple[Layer, Layer, bool]:
@@ -249,8 +245,8 @@ def run_synapses(
     context = tuple(int(math.ceil(c / r)) for c, r in zip(config.context_nm, res, strict=False))
     grid = BlockGrid(image.roi, config.block_shape, context)  # type: ignore[arg-type]
     warnings: list[str] = []
-    grey = _grey_range(image)
-    if grey[1] - grey[0] <= 1.0:
+    grey = section_grey_ranges(image)
+    if np.median(grey[:, 1] - grey[:, 0]) <= 1.0:
         warnings.append(f"image {config.image!r} has (almost) no contrast: no synapses can be seen")
     task = BlockTask(
         STAGE, ws.url, grid, SynapseBlock(ws.url, config, use_comp, grey, res, 0 if executor == "serial" else 1)
