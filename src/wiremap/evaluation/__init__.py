@@ -50,8 +50,8 @@ __all__ = [
     "expected_run_length",
     "match_points",
     "segment_to_truth_map",
-    "truth_pieces",
     "synapse_detection_scores",
     "synaptic_partner_scores",
+    "truth_pieces",
     "variation_of_information",
 ]

@@ -534,14 +534,11 @@ def run_compartments(
     t0 = time.perf_counter()
     run_blockwise(BlockTask("compartments", ws.url, grid, FeatureBlock(ws.url, config, has_myelin)), **kw)
     index = fragments.piece_index(ws, "compartments")
-    synapses = None
-    if ws.has_table("synapses"):
-        synapses = ws.read_table("synapses")
-        if not {"pre", "post", "z", "y", "x"} <= set(synapses.columns):
-            log.warning("tables/synapses lacks pre/post/z/y/x columns: not used for compartments")
-            synapses = None
-        else:
-            synapses = synapses[["pre", "post", "z", "y", "x"]]
+    synapse_table = ws.read_table("synapses") if ws.has_table("synapses") else None
+    if synapse_table is not None and not {"pre", "post", "z", "y", "x"} <= set(synapse_table.columns):
+        log.warning("tables/synapses lacks pre/post/z/y/x columns: not used for compartments")
+        synapse_table = None
+    synapses = synapse_table[["pre", "post", "z", "y", "x"]] if synapse_table is not None else None
     n_shards = max(1, min(len(index), len(grid) * 2))
     ws.delete_prefix("scratch/compartments/nodes-")
     ws.delete_prefix("blocks/compartments-merge/")
@@ -574,12 +571,11 @@ def run_compartments(
     run_blockwise(BlockTask("compartments-voxels", ws.url, grid, VoxelBlock(ws.url, config)), **kw)
     seconds["voxels"] = time.perf_counter() - t0
     outputs = ["compartments", "skeleton_nodes"] + (["myelin"] if has_myelin else [])
-    if synapses is not None:  # the synapse rows' compartments, now that the rules have seen synapse polarity
+    if synapse_table is not None:  # the synapse rows' compartments, now that the rules have seen synapse polarity
         t0 = time.perf_counter()
-        table = ws.read_table("synapses")
-        labels = synapse_compartments(table, seg, Layer(ws, "compartments"))
-        table[["pre_compartment", "post_compartment"]] = labels
-        ws.write_table("synapses", table)
+        labels = synapse_compartments(synapse_table, seg, Layer(ws, "compartments"))
+        synapse_table[["pre_compartment", "post_compartment"]] = labels
+        ws.write_table("synapses", synapse_table)
         outputs.append("tables/synapses")
         seconds["synapse compartments"] = time.perf_counter() - t0
     ws.write_provenance(
