@@ -34,9 +34,8 @@ def synapse_compartments(
     """
     res = segmentation.info.resolution_nm
     reach = (1, max(1, int(round(reach_nm / res[1]))), max(1, int(round(reach_nm / res[2]))))
-    out = pd.DataFrame({"pre_compartment": [""] * len(table), "post_compartment": [""] * len(table)}, index=table.index)
-    if len(table) == 0:
-        return out
+    names = {role: np.full(len(table), "", dtype=object) for role in ("pre", "post")}
+    ids = {role: table[role].to_numpy(np.uint64) for role in ("pre", "post")}
     centre = np.rint(table[["z", "y", "x"]].to_numpy(np.float64)).astype(np.int64)
     centre = np.clip(centre, 0, np.asarray(segmentation.info.shape_zyx) - 1)
     grid = BlockGrid(segmentation.roi, BLOCK, reach)
@@ -52,10 +51,7 @@ def synapse_compartments(
             window = tuple(slice(max(0, c[a] - reach[a]), c[a] + reach[a] + 1) for a in range(3))
             s, k = seg[window].ravel(), comp[window].ravel()
             for role in ("pre", "post"):
-                codes = k[(s == np.uint64(table[role].iloc[r])) & (k > 0)]
+                codes = k[(s == ids[role][r]) & (k > 0)]
                 if codes.size:
-                    out.iloc[r, out.columns.get_loc(f"{role}_compartment")] = COMPARTMENT_NAMES.get(
-                        int(np.bincount(codes).argmax()), ""
-                    )
-    return out
-
+                    names[role][r] = COMPARTMENT_NAMES.get(int(np.bincount(codes).argmax()), "")
+    return pd.DataFrame({"pre_compartment": names["pre"], "post_compartment": names["post"]}, index=table.index)
