@@ -15,7 +15,8 @@ Figures (all measured in this run):
   without acquisition defects, scored against the simulator's truth, each aligned
   in the same run from its first section (the earlier default) and from its middle
   one (``AlignConfig()``), with ratios (plus the content floor: the aligner on the
-  clean undeformed volume, whose true fields are zero; fold sections found by the
+  clean undeformed volume, whose true fields are zero, and the errors left once
+  each section's best affine map of them is taken out; fold sections found by the
   aligner's fold detection vs the simulator's; and stitching of the synth
   tiles vs truth), the 30 ISBI 2012 sections (field magnitude, consecutive NCC raw
   vs aligned) and VNC sections with known warps applied independently (recovered
@@ -385,8 +386,9 @@ def bench_synth_stacks(quick: bool, root: Path) -> dict:
     defects; each stack aligned twice in this run: from its first section (the earlier
     default, ``before``) and from its middle section (``AlignConfig()``), with ratios.
     Plus the content floor: the same aligner on the clean, undeformed synthetic volume,
-    whose true fields are zero."""
-    from wiremap.align.score import score_alignment
+    whose true fields are zero; and each run's error split into what one affine map per
+    section explains and the rest (``score.error_decomposition``)."""
+    from wiremap.align.score import alignment_errors, error_decomposition, score_alignment
     from wiremap.align.stack import align_stack
     from wiremap.align.stage import align_stage
     from wiremap.synth.acquisition import load_groundtruth
@@ -405,7 +407,8 @@ def bench_synth_stacks(quick: bool, root: Path) -> dict:
                                         for z, v in zip(per["section"], per["mean_px"], strict=True)},
                 "flags": [f for f in qc["flags"] if f],
                 "min_jacobian": float(qc["min_jacobian"].min()), "align_s": dt,
-                "mpx_per_s_wall": len(qc) * float(np.prod(ws_shape(ws))) / 1e6 / dt}
+                "mpx_per_s_wall": len(qc) * float(np.prod(ws_shape(ws))) / 1e6 / dt,
+                "decomposition": error_decomposition(*alignment_errors(ws))}
 
     def ws_shape(ws) -> tuple[int, int]:
         return tuple(Layer(ws, "montage").info.shape_zyx[1:])
@@ -521,6 +524,9 @@ def run_changing(quick: bool) -> dict:
     summary = {f"{k}_{w}": float(np.mean([r[k][f"residual_{w}_px"] for r in runs]))
                for k in ("before_first_reference", "after_middle_reference")
                for w in ("mean", "p95", "max")}
+    summary |= {f"after_middle_reference_{k}": float(np.mean([r["after_middle_reference"]["decomposition"][k]
+                                                              for r in runs]))
+                for k in runs[0]["after_middle_reference"]["decomposition"] if k != "mean_px"}
     return {"synth": synth, "synth_summary": summary, "isbi": bench_isbi(quick),
             "vnc": bench_vnc(quick), "targets": {"align_mean_px": 0.25, "align_p95_px": 0.5}}
 

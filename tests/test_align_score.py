@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from wiremap.align.field import Field
-from wiremap.align.score import score_alignment
+from wiremap.align.score import alignment_errors, error_decomposition, score_alignment
 from wiremap.align.stage import FIELDS_PREFIX, field_bytes
 from wiremap.align.truth import montage_offsets
 from wiremap.synth.acquisition import (
@@ -85,6 +85,24 @@ def test_known_offset_is_charged(ws_truth):
     overall, per = score_alignment(ws)
     # a 1 px pull offset shows ~1 px of tissue (the section maps are near-isometric)
     assert abs(overall.mean_px - 1.0) < 0.06
+    # a shift is affine: the decomposition takes all of it out, also next to the reference
+    dec = error_decomposition(*alignment_errors(ws))
+    assert abs(dec["mean_px"] - overall.mean_px) < 1e-9 and abs(dec["next_to_reference_mean_px"] - 1.0) < 0.06
+    assert dec["after_best_affine_per_section_mean_px"] < 0.05
+    _write(ws, fields)
+
+
+def test_non_affine_error_survives_the_affine_fit(ws_truth):
+    ws, fields = ws_truth
+    def bumped(f):  # a 2 px bump in one corner of the field: no affine map explains it
+        d = f.data.copy()
+        gy, gx = d.shape[1:]
+        d[1, : gy // 3, : gx // 3] += 2.0
+        return f.with_data(d)
+    _write(ws, {z: (f if z == 0 else bumped(f)) for z, f in fields.items()})
+    dec = error_decomposition(*alignment_errors(ws))
+    # (least squares spreads some of the bump over the section, so the mean may even grow)
+    assert 0.1 < dec["mean_px"] < 0.5 and dec["after_best_affine_per_section_mean_px"] > 0.1
     _write(ws, fields)
 
 
