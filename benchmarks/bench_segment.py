@@ -143,7 +143,7 @@ def _plain_sections(image: np.ndarray, seed_threshold: float) -> np.ndarray:
 
 
 def real_sstem_accuracy(tmp: Path, model_path: str | None = None) -> dict:
-    """Per-section VOI/ARAND of ``run_segment`` on real ssTEM sections never trained on, and of a plain
+    """Per-section VOI/ARAND of ``run_segment`` on the real ssTEM test sections (``models.splits``), and of a plain
     smoothed-intensity watershed (each section on its own, seed threshold chosen on the training sections)."""
     from wiremap.segment.targets import labels_from_membranes
 
