@@ -91,10 +91,10 @@ def error_decomposition(grid: np.ndarray, reference: int, sections: list[Section
         coef = np.linalg.lstsq(design[ok], s.error_yx[ok], rcond=None)[0]
         return np.linalg.norm(s.error_yx[ok], axis=1), np.linalg.norm((s.error_yx - design @ coef)[ok], axis=1)
 
-    parts = [split(s) for s in sections if s.in_tissue.sum() >= 3]
-    ref_next = [split(s) for s in sections if s.in_tissue.sum() >= 3 and abs(s.z - reference) == 1]
-    return {"mean_px": float(np.concatenate([p[0] for p in parts]).mean()),
-            "after_best_affine_per_section_mean_px": float(np.concatenate([p[1] for p in parts]).mean()),
+    by_section = {s.z: split(s) for s in sections if s.in_tissue.sum() >= 3}
+    ref_next = [p for z, p in by_section.items() if abs(z - reference) == 1]
+    return {"mean_px": float(np.concatenate([p[0] for p in by_section.values()]).mean()),
+            "after_best_affine_per_section_mean_px": float(np.concatenate([p[1] for p in by_section.values()]).mean()),
             "next_to_reference_mean_px": float(np.concatenate([p[0] for p in ref_next]).mean())
             if ref_next else float("nan"),
             "next_to_reference_after_best_affine_mean_px": float(np.concatenate([p[1] for p in ref_next]).mean())
