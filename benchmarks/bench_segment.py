@@ -37,7 +37,7 @@ import psutil
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from wiremap.evaluation.segmentation import adapted_rand_error, truth_pieces, variation_of_information
+from wiremap.evaluation.segmentation import adapted_rand_error, section_scores, truth_pieces, variation_of_information
 from wiremap.intensity import grey_range
 from wiremap.models.splits import SSTEM_DATASETS
 from wiremap.segment import agglomerate as agg
@@ -130,12 +130,6 @@ def gala_accuracy(tmp: Path, model_path: str | None = None) -> dict:
     }
 
 
-def _per_section(seg: np.ndarray, truth: np.ndarray) -> dict:
-    """Mean of the per-section scores (a 3D segment counts as one segment in each section it crosses)."""
-    rows = [score(seg[z : z + 1], truth[z : z + 1]) for z in range(len(seg))]
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-
 def _plain_sections(image: np.ndarray, seed_threshold: float) -> np.ndarray:
     """The smoothed-intensity watershed baseline, each section on its own."""
     return np.concatenate([seeded_watershed(intensity_boundary(image[z : z + 1]), seed_threshold)
@@ -152,7 +146,8 @@ def real_sstem_accuracy(tmp: Path, model_path: str | None = None) -> dict:
         d = np.load(DATA / ds.file)
         image, truth = d[ds.image_key], labels_from_membranes(d[ds.membrane_key])
         train_image, train_truth = image[ds.train], truth[ds.train]
-        scores = {s: _per_section(_plain_sections(train_image, s), train_truth) for s in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)}
+        seed_thresholds = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+        scores = {s: section_scores(_plain_sections(train_image, s), train_truth) for s in seed_thresholds}
         best_s = min(scores, key=lambda s: scores[s]["voi"])
         ws = Workspace.create(str(tmp / f"real_{name}_{abs(hash(model_path))}"))
         write_volume(ws, "aligned", np.ascontiguousarray(image[ds.test]), resolution_nm=ds.resolution_nm)
@@ -160,8 +155,8 @@ def real_sstem_accuracy(tmp: Path, model_path: str | None = None) -> dict:
         run_segment(ws, config, executor="processes", workers=2, progress=False)
         out[name] = {
             "sections": [ds.test.start, ds.test.stop - 1],
-            "wiremap": _per_section(Layer(ws, "segmentation").read(), truth[ds.test]),
-            "watershed_smoothed_intensity": {**_per_section(_plain_sections(image[ds.test], best_s), truth[ds.test]),
+            "wiremap": section_scores(Layer(ws, "segmentation").read(), truth[ds.test]),
+            "watershed_smoothed_intensity": {**section_scores(_plain_sections(image[ds.test], best_s), truth[ds.test]),
                                              "seed_threshold": best_s},
         }
     return out

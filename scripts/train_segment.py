@@ -197,7 +197,7 @@ def tune_threshold(model_path: Path, variant: str, data: Path) -> dict:
     their membrane masks enclose (their links across sections are unknown);
     each of the three volumes has one vote.
     """
-    from wiremap.evaluation.segmentation import truth_pieces, variation_of_information
+    from wiremap.evaluation.segmentation import section_scores, truth_pieces, variation_of_information
     from wiremap.segment import agglomerate as agg
     from wiremap.segment.infer import load_model, predict_affinities
     from wiremap.segment.stage import SegmentConfig
@@ -232,8 +232,7 @@ def tune_threshold(model_path: Path, variant: str, data: Path) -> dict:
                 small, contact = cleanup.min_size_voxels(res), cleanup.min_contact_for(res)
                 table = agg.agglomerate(sizes, edges, threshold=t, min_size=small, min_contact=contact)
                 seg = agg.relabel(svs, table)
-                vois[i, k, j] = np.mean([variation_of_information(seg[z : z + 1], labels[z : z + 1]).total
-                                         for z in range(len(seg))]) if per_section \
+                vois[i, k, j] = section_scores(seg, labels)["voi"] if per_section \
                     else variation_of_information(seg, labels).total
     mean = vois[votes].mean(axis=0)
     k, j = np.unravel_index(int(np.argmin(mean)), mean.shape)
@@ -372,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--fmaps", type=int, default=12)
     parser.add_argument("--levels", type=int, default=3, help="U-Net resolution levels (context grows ~2x per level)")
+    parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after each convolution")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synthetic", type=int, default=0, help="synthetic training volumes to add")
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    config = NetworkConfig(variant=args.variant, fmaps=args.fmaps, levels=args.levels)
+    config = NetworkConfig(variant=args.variant, fmaps=args.fmaps, levels=args.levels, batch_norm=args.batch_norm)
     network = UNet3D(config)
     init_meta: dict = {}
     if args.init is not None:
@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 "parameters": sum(p.numel() for p in network.parameters()),
                 "fmaps": args.fmaps,
                 "levels": config.levels,
+                "batch_norm": config.batch_norm,
                 "synthetic": args.synthetic,
                 "offsets": [list(o) for o in config.offsets],
                 "receptive_radius": list(config.receptive_radius),

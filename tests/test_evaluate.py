@@ -550,3 +550,19 @@ def test_truth_pieces_splits_a_neuron_joined_outside_the_volume():
     assert len(np.unique(pieces[truth == 4])) == 1 and (pieces[truth == 0] == 0).all()
     with pytest.raises(InputError):
         truth_pieces(truth[0])
+
+
+def test_section_scores_average_each_section_on_its_own():
+    truth = np.zeros((2, 4, 4), np.uint64)
+    truth[:, :, :2], truth[:, :, 2:] = 1, 2
+    seg = truth.copy()
+    seg[0, :2, :2] = 3  # section 0: object 1 cut into two equal halves (1 bit of split over half its voxels)
+    seg[1] = 5  # section 1: both objects in one segment (1 bit of merge)
+    scores = segmentation_module.section_scores(seg, truth)
+    assert scores["voi_split"] == pytest.approx(0.5 * 0.5)
+    assert scores["voi_merge"] == pytest.approx(0.5 * 1.0)
+    assert scores["voi"] == pytest.approx(0.75)
+    perfect = segmentation_module.section_scores(truth, truth)
+    assert perfect == {"voi": 0.0, "voi_split": 0.0, "voi_merge": 0.0, "arand": 0.0}
+    with pytest.raises(InputError, match="dimensions"):
+        segmentation_module.section_scores(truth[0], truth[0])

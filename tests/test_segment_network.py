@@ -11,10 +11,16 @@ from wiremap.segment.infer import MODEL_FILES, default_model_path, load_model, p
 from wiremap.segment.network import NetworkConfig, UNet3D, flops_per_voxel
 
 
-def random_model(tmp_path, variant: str, fmaps: int = 4):
+def random_model(tmp_path, variant: str, fmaps: int = 4, batch_norm: bool = False):
     torch.manual_seed(0)
     path = tmp_path / f"{variant}.pt"
-    save_model(path, UNet3D(NetworkConfig(variant=variant, fmaps=fmaps)), {"resolution_nm": [8, 8, 8]})
+    network = UNet3D(NetworkConfig(variant=variant, fmaps=fmaps, batch_norm=batch_norm))
+    if batch_norm:  # statistics far from the initial (0, 1), so a block-dependent normalisation would show
+        network.train()
+        with torch.no_grad():
+            for _ in range(3):
+                network(torch.rand(2, 1, 8, 32, 32) * 3 + 1)
+    save_model(path, network, {"resolution_nm": [8, 8, 8]})
     return load_model(str(path))
 
 
@@ -28,9 +34,12 @@ def test_shipped_models_are_small_and_cheap(variant):
     assert model.n_nearest == 3
 
 
-@pytest.mark.parametrize("variant", ["isotropic", "anisotropic"])
-def test_block_with_context_equals_whole_volume(tmp_path, variant):
-    model = random_model(tmp_path, variant)
+@pytest.mark.parametrize(
+    ("variant", "batch_norm"), [("isotropic", False), ("anisotropic", False), ("anisotropic", True)]
+)
+def test_block_with_context_equals_whole_volume(tmp_path, variant, batch_norm):
+    model = random_model(tmp_path, variant, batch_norm=batch_norm)
+    assert model.config.batch_norm is batch_norm and not model.network.training
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 96, 96), dtype=np.uint8)
     whole = predict_affinities(model, image, 0.0, 255.0)
@@ -90,6 +99,14 @@ def test_ensemble_averages_member_probabilities_and_round_trips(tmp_path):
     assert flops_per_voxel(loaded.network, (8, 16, 16)) == pytest.approx(2 * flops_per_voxel(a, (8, 16, 16)))
     with pytest.raises(ValueError):
         Ensemble([a, UNet3D(NetworkConfig(variant="anisotropic", fmaps=4))])
+
+
+def test_flop_count_leaves_batch_norm_statistics_alone():
+    network = UNet3D(NetworkConfig(variant="anisotropic", fmaps=4, batch_norm=True))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    flops_per_voxel(network, (8, 16, 16))
+    assert network.training
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
 
 
 def _save(path, network):

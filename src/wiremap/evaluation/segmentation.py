@@ -40,6 +40,7 @@ __all__ = [
     "VOI",
     "adapted_rand_error",
     "contingency_table",
+    "section_scores",
     "segment_to_truth_map",
     "truth_pieces",
     "variation_of_information",
@@ -308,3 +309,22 @@ def segment_to_truth_map(
     first = np.ones(len(seg), dtype=bool)
     first[1:] = seg[1:] != seg[:-1]
     return dict(zip(seg[first].tolist(), gt[first].tolist(), strict=True))
+
+
+def section_scores(segmentation: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Mean over z sections of VOI (total, split, merge) and ARAND, each section scored on its own.
+
+    For serial sections whose truth is known only within each section (membrane
+    masks, as in ISBI 2012): a 3D segment counts as one segment in each section it
+    crosses, so a merge made through another section still counts.
+    """
+    seg, gt = _check_pair(segmentation, truth)
+    if seg.ndim != 3:
+        raise InputError(f"section scores need (z, y, x) arrays, got {seg.ndim} dimensions")
+    rows = []
+    for z in range(seg.shape[0]):
+        table = contingency_table(seg[z], gt[z])
+        voi = variation_of_information(table=table)
+        rows.append((voi.total, voi.split, voi.merge, adapted_rand_error(table=table).error))
+    mean = np.mean(rows, axis=0) if rows else np.full(4, np.nan)
+    return {"voi": float(mean[0]), "voi_split": float(mean[1]), "voi_merge": float(mean[2]), "arand": float(mean[3])}

@@ -6,9 +6,10 @@ Tensors are ``(batch, channel, z, y, x)``.  Two variants share one class:
                its coarse resolution at every level
   isotropic    FIB-SEM (~8-10 nm): pools by 2 on every axis
 
-The network uses zero-padded ("same") convolutions and no normalisation
-layers, so its output at a voxel depends only on the image within
-``receptive_radius`` of it: a block read with that much context (and an
+The network uses zero-padded ("same") convolutions and, optionally, batch
+normalisation, which at inference is a fixed per-channel scale and shift
+(never statistics of the block), so its output at a voxel depends only on
+the image within ``receptive_radius`` of it: a block read with that much context (and an
 offset that is a multiple of ``pool_total``) gives the same values as the
 whole volume (up to float rounding).  Output channel ``c`` is the affinity
 of voxel ``p`` to voxel ``p + offsets[c]`` (offsets are negative, as in the
@@ -39,6 +40,7 @@ class NetworkConfig:
     variant: str = "isotropic"  # "anisotropic" (pool y/x only) or "isotropic" (pool z/y/x)
     fmaps: int = 12  # feature maps at full resolution; doubled per level
     levels: int = 3  # resolution levels (levels - 1 poolings)
+    batch_norm: bool = False  # batch normalisation after each convolution (trains deeper nets faster)
     offsets: list[tuple[int, int, int]] = field(default_factory=list)  # affinity offsets (z, y, x)
 
     def __post_init__(self) -> None:
@@ -85,13 +87,14 @@ class NetworkConfig:
         return d
 
 
-def _conv_pair(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1),
-        nn.ReLU(inplace=True),
-    )
+def _conv_pair(cin: int, cout: int, batch_norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in ((cin, cout), (cout, cout)):
+        layers.append(nn.Conv3d(a, b, 3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm3d(b))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
 
 
 class UNet3D(nn.Module):
@@ -105,12 +108,14 @@ class UNet3D(nn.Module):
         self.down = nn.ModuleList()
         cin = 1
         for w in widths:
-            self.down.append(_conv_pair(cin, w))
+            self.down.append(_conv_pair(cin, w, config.batch_norm))
             cin = w
         self.pool = nn.MaxPool3d(config.pool, config.pool)
         self.upsample = nn.Upsample(scale_factor=config.pool, mode="nearest")
         self.reduce = nn.ModuleList(nn.Conv3d(widths[i + 1], widths[i], 1) for i in range(config.levels - 1))
-        self.up = nn.ModuleList(_conv_pair(2 * widths[i], widths[i]) for i in range(config.levels - 1))
+        self.up = nn.ModuleList(
+            _conv_pair(2 * widths[i], widths[i], config.batch_norm) for i in range(config.levels - 1)
+        )
         self.head = nn.Conv3d(widths[0], len(config.offsets), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,6 +162,9 @@ def flops_per_voxel(model: nn.Module, shape_zyx: tuple[int, int, int] = (32, 64,
 
     x = torch.zeros((1, 1, *shape_zyx))
     counter = FlopCounterMode(display=False)
+    training = model.training
+    model.eval()  # a training-mode pass would move batch-norm statistics towards this blank input
     with counter, torch.no_grad():
         model(x)
+    model.train(training)
     return counter.get_total_flops() / float(x.numel())
