@@ -312,6 +312,7 @@ def write_card(path: Path, meta: dict) -> None:
         "",
         "## Size and cost",
         f"- {meta.get('levels', 3)} resolution levels, {meta['fmaps']} feature maps at full resolution, "
+        f"{'batch normalisation after each convolution, ' if meta.get('batch_norm') else ''}"
         f"{meta['parameters']:,} parameters, offsets {meta.get('offsets')}",
         f"- {meta['flops_per_voxel'] / 1e6:.3f} MFLOP per voxel (torch.utils.flop_counter; LSD ~0.9, FFN ~150)",
         f"- input resolution ~{tuple(meta['resolution_nm'])} nm (z, y, x); "

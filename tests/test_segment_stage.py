@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from wiremap.cli import main as cli_main
-from wiremap.errors import InputError, LayerNotFoundError, WiremapError
-from wiremap.evaluation.segmentation import adapted_rand_error, variation_of_information
+from wiremap.errors import InputError, LayerExistsError, LayerNotFoundError, WiremapError
+from wiremap.evaluation.segmentation import adapted_rand_error, section_scores, variation_of_information
 from wiremap.roi import Roi
 from wiremap.segment import agglomerate as agg
 from wiremap.segment.stage import SegmentConfig, fragment_overlap, read_affinities, run_segment
@@ -20,6 +20,9 @@ VOI_MAX = 0.9  # shipped ensemble: 0.744 (single network before it: 1.141)
 ARAND_MAX = 0.2  # 0.154 (before: 0.257)
 BLOCK_VOI_TOLERANCE = 0.02  # VOI between two block sizes (documented tolerance; measured 0.001)
 CROP = Path(__file__).parent / "data" / "gala_fibsem_test_crop.npz"
+SSTEM_CROP = Path(__file__).parent / "data" / "isbi2012_test_sections_crop.npz"
+SSTEM_VOI_MAX = 0.7  # shipped weights: 0.484 (the weights before batch normalisation: 1.168)
+SSTEM_ARAND_MAX = 0.12  # 0.077 (before: 0.252)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,16 @@ def test_accuracy_on_unseen_real_fibsem(segmented, crop):
     arand = adapted_rand_error(seg, crop[1])
     assert voi.total < VOI_MAX and arand.error < ARAND_MAX, (voi, arand)
     assert report.n_segments < report.n_supervoxels
+
+
+def test_accuracy_on_unseen_real_serial_sections(tmp_path):
+    from wiremap.segment.targets import labels_from_membranes
+
+    d = np.load(SSTEM_CROP)
+    ws = make_ws(tmp_path / "ws", d["image"], resolution=(50.0, 4.0, 4.0))
+    run_segment(ws, SegmentConfig(), executor="serial", progress=False)
+    scores = section_scores(Layer(ws, "segmentation").read(), labels_from_membranes(d["membrane"]))
+    assert scores["voi"] < SSTEM_VOI_MAX and scores["arand"] < SSTEM_ARAND_MAX, scores
 
 
 def test_table_maps_supervoxels_to_segmentation(segmented):
@@ -81,6 +94,23 @@ def test_overwrite_with_other_blocks_in_one_process(segmented, tmp_path, crop):
     run_segment(ws_b, SegmentConfig(block_shape=(24, 64, 96)), executor="serial", progress=False)
     run_segment(ws_b, SegmentConfig(block_shape=(24, 32, 48)), executor="serial", overwrite=True, progress=False)
     assert (Layer(ws_a, "segmentation").read() == Layer(ws_b, "segmentation").read()).all()
+
+
+def test_resume_refuses_outputs_of_another_model(segmented, tmp_path, crop):
+    import shutil
+
+    from wiremap.segment.infer import default_model_path, load_model, save_model
+
+    ws_a, _ = segmented
+    ws = Workspace.open(str(shutil.copytree(ws_a.url, tmp_path / "copy")))
+    run_segment(ws, SegmentConfig(block_shape=(24, 32, 48)), executor="serial", progress=False)  # same run: resumes
+    shipped = load_model(str(default_model_path("isotropic")))
+    other = tmp_path / "other.pt"
+    save_model(other, shipped.network, {**shipped.meta, "note": "another model"})
+    before = Layer(ws, "segmentation").read()
+    with pytest.raises(LayerExistsError, match="model_sha256.*--overwrite"):
+        run_segment(ws, SegmentConfig(block_shape=(24, 32, 48), model=str(other)), executor="serial", progress=False)
+    assert (Layer(ws, "segmentation").read() == before).all()  # nothing written
 
 
 @pytest.mark.slow

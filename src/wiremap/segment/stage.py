@@ -54,6 +54,7 @@ from wiremap.workspace import Workspace
 
 OUTPUTS = ("affinities", "supervoxels", "segmentation")
 TABLE = "segment_supervoxels"
+RUN_KEY = "segment/run.json"  # what the outputs were made from: a resumed run must match it
 GRAPH_PREFIX = "segment/graph/"
 INPUT_DTYPES = ("uint8", "uint16", "float32")
 DEFAULT_BLOCK = {"anisotropic": (32, 256, 256), "isotropic": (64, 128, 128)}
@@ -326,6 +327,22 @@ def _sample_percentiles(layer: Layer, roi: Roi) -> tuple[float, float]:
     return grey_range(np.concatenate(samples))
 
 
+def _check_resumable(ws: Workspace, run_key: dict) -> None:
+    """Existing outputs are resumed only when they come from the same model, input and blocks.
+
+    Otherwise a resumed run would keep blocks predicted by another model (or from
+    another input) and silently mix them into the new segmentation.
+    """
+    before = ws.read_json(RUN_KEY) if ws.exists(RUN_KEY) else None
+    if before == run_key:
+        return
+    if before is None:
+        what = "but do not record what they were made from"
+    else:
+        what = "from a run with another " + ", ".join(sorted(k for k in run_key if before.get(k) != run_key[k]))
+    raise LayerExistsError(f"layers {', '.join(OUTPUTS)} exist {what}; use --overwrite to replace them")
+
+
 def run_segment(
     ws: Workspace,
     config: SegmentConfig,
@@ -369,6 +386,16 @@ def run_segment(
                     f"layer {name!r} exists with another shape or chunking; use --overwrite to replace it"
                 )
     lo, hi = _sample_percentiles(src, roi)
+    run_key = {
+        "input": config.input,
+        "roi": [list(roi.offset), list(roi.shape)],
+        "block_shape": list(block_shape),
+        "fragment_context_nm": config.fragment_context_nm,
+        "model_sha256": model.meta.get("sha256"),
+        "intensity_range": [float(lo), float(hi)],
+    }
+    if existing and not overwrite and len(existing) == len(OUTPUTS):
+        _check_resumable(ws, run_key)
     seconds["check"] = time.perf_counter() - t0
 
     # -- create outputs (or keep them, to resume) --------------------------------
@@ -390,6 +417,7 @@ def run_segment(
             )
         for stage in ("segment-predict", "segment-fragments", "segment-graph", "segment-relabel"):
             reset_markers(ws, stage)
+        ws.write_json(RUN_KEY, run_key)
     context = model.context
     grid = BlockGrid(roi, block_shape, context)  # type: ignore[arg-type]
     threads = max(1, (os.cpu_count() or 1) // (1 if executor == "serial" else workers))
