@@ -8,7 +8,7 @@ import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 from wiremap.segment import agglomerate as agg
-from wiremap.segment.targets import affinities_from_labels, labels_from_membranes, section_z_affinity
+from wiremap.segment.targets import affinities_from_labels, labels_from_membranes
 
 NN = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
 
@@ -51,23 +51,6 @@ def test_labels_from_membranes_per_section():
     assert len(np.unique(lab[0][lab[0] > 0])) == 2
     assert set(np.unique(lab[0])).isdisjoint(set(np.unique(lab[1])) - {0})
     assert (lab[mem > 0] == 0).all()
-
-
-def test_section_z_affinity_links_only_matching_cells():
-    offsets = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
-    stacked = np.zeros((2, 40, 40), np.uint8)
-    stacked[:, 20, :] = 1  # the same two cells in both sections
-    aff, mask = section_z_affinity(stacked, offsets)
-    inner = np.zeros((40, 40), bool)
-    inner[:17, :], inner[24:, :] = True, True  # at least 4 px from the membrane row
-    assert (aff[0, 1] == inner).all()  # deep interior pairs of matching cells: connected
-    assert (mask[0, 1][stacked[1] > 0] == 1).all() and (aff[0, 1][stacked[1] > 0] == 0).all()
-    assert mask[1:].sum() == 0  # in-plane channels are not set here
-    crossed = stacked.copy()
-    crossed[1, 20, :], crossed[1, :, 20] = 0, 1  # section 1 cut the other way: no cell matches one to one
-    aff, mask = section_z_affinity(crossed, offsets)
-    assert aff.sum() == 0
-    assert mask[0, 1].sum() == (crossed[0] | crossed[1]).sum()  # only membrane pairs are labelled (0)
 
 
 def test_region_edges_across_lower_face():

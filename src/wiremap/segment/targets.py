@@ -69,27 +69,18 @@ def labels_from_membranes(membrane: np.ndarray) -> np.ndarray:
 
 
 def section_z_affinity(
-    membrane: np.ndarray,
-    offsets: Sequence[Sequence[int]],
-    min_distance_px: float = 4.0,
-    min_iou: float = 0.5,
+    membrane: np.ndarray, offsets: Sequence[Sequence[int]], min_distance_px: float = 4.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weak z-affinity targets for membrane-only serial sections.
 
-    A pair touching membrane in either section is not connected.  A pair of
-    voxels stacked in z that both lie well inside cells (``min_distance_px``
-    from any membrane) is taken as connected only when the two sections'
-    cells there match one to one (intersection over union at least
-    ``min_iou``): a neurite running across the sections.  Interior pairs of
-    cells that do not match are left unlabelled (masked), since with 40-50 nm
-    sections two different cells often overlap; calling every interior pair
-    connected taught the network to link any two cells that overlap in z,
-    which merged neurons on synthetic tissue.  Only offsets with
-    ``dz != 0, dy == dx == 0`` are set; other channels get mask 0.
+    Neurites in ssTEM run mostly across sections, so two voxels stacked in z
+    that both lie well inside cells (``min_distance_px`` from any membrane in
+    both sections) are taken as connected, and a pair touching membrane as
+    not; pairs near membranes are left unlabelled (masked).  Only offsets
+    with ``dz != 0, dy == dx == 0`` are set; other channels get mask 0.
     """
     inside = np.stack([ndimage.distance_transform_edt(m == 0) for m in membrane]) >= min_distance_px
     on_membrane = membrane > 0
-    cells = labels_from_membranes(membrane)
     n = len(offsets)
     aff = np.zeros((n, *membrane.shape), np.float32)
     mask = np.zeros((n, *membrane.shape), np.float32)
@@ -97,24 +88,8 @@ def section_z_affinity(
         if off[0] == 0 or off[1] or off[2]:
             continue
         a, b = _shifted_pairs(membrane.shape, off)
-        pos = inside[a] & inside[b] & _matching_cells(cells[a], cells[b], min_iou)
+        pos = inside[a] & inside[b]
         neg = on_membrane[a] | on_membrane[b]
         aff[c][a] = pos
         mask[c][a] = pos | neg
     return aff, mask
-
-
-def _matching_cells(la: np.ndarray, lb: np.ndarray, min_iou: float) -> np.ndarray:
-    """Voxels whose cell in ``la`` and cell in ``lb`` (same shape, 0 = none) overlap with IoU >= ``min_iou``."""
-    both = (la > 0) & (lb > 0)
-    pairs, inverse, n_ab = np.unique(np.stack([la[both], lb[both]]), axis=1, return_inverse=True, return_counts=True)
-    if pairs.size == 0:
-        return np.zeros(la.shape, bool)
-    ids_a, size_a = np.unique(la[la > 0], return_counts=True)
-    ids_b, size_b = np.unique(lb[lb > 0], return_counts=True)
-    n_a = size_a[np.searchsorted(ids_a, pairs[0])]
-    n_b = size_b[np.searchsorted(ids_b, pairs[1])]
-    good = n_ab / (n_a + n_b - n_ab) >= min_iou
-    out = np.zeros(la.shape, bool)
-    out[both] = good[inverse.ravel()]
-    return out
