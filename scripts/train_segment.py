@@ -104,9 +104,36 @@ def synthetic_source(variant: str, seed: int) -> dict:
     }
 
 
-def augment(image: np.ndarray, labels: np.ndarray, extra: np.ndarray | None, variant: str, rng: np.random.Generator):
-    """Geometric (shared by all arrays) then intensity augmentation of one crop."""
+def misalign_sections(arrays: list[np.ndarray], rng: np.random.Generator, max_px: int) -> list[np.ndarray]:
+    """Copies of ``(z, y, x)`` arrays with half the sections after the first moved by up to ``max_px``
+    in y and x, the same shift in every array (np.roll: it wraps at most ``max_px`` pixels, inside
+    the loss margin)."""
+    out = [a.copy() for a in arrays]  # crops are views of the training volumes
+    for z in range(1, out[0].shape[0]):
+        if rng.random() < 0.5:
+            shift = tuple(int(v) for v in rng.integers(-max_px, max_px + 1, 2))
+            for a in out:
+                a[z] = np.roll(a[z], shift, axis=(0, 1))
+    return out
+
+
+def augment(
+    image: np.ndarray,
+    labels: np.ndarray,
+    extra: np.ndarray | None,
+    variant: str,
+    rng: np.random.Generator,
+    misalign_px: int = 0,
+):
+    """Geometric (shared by all arrays) then intensity augmentation of one crop.
+
+    ``misalign_px`` (serial sections): half the sections are moved in y/x by up to that many
+    pixels, image and labels together, as an alignment's residual would leave them; the
+    targets then say that two cells laid over each other by the shift are not connected.
+    """
     arrays = [image, labels] + ([extra] if extra is not None else [])
+    if misalign_px and variant == "anisotropic":
+        arrays = misalign_sections(arrays, rng, misalign_px)
     axes = (0, 1, 2) if variant == "isotropic" else (1, 2)
     for ax in axes:
         if rng.random() < 0.5:
@@ -135,7 +162,7 @@ def augment(image: np.ndarray, labels: np.ndarray, extra: np.ndarray | None, var
     return x.astype(np.float32), arrays[1], (arrays[2] if extra is not None else None)
 
 
-def sample(sources: list[dict], config: NetworkConfig, rng: np.random.Generator):
+def sample(sources: list[dict], config: NetworkConfig, rng: np.random.Generator, misalign_px: int = 0):
     """One training example: input (1, z, y, x), targets and masks (n, z, y, x)."""
     weights = np.array([s["weight"] for s in sources])
     src = sources[rng.choice(len(sources), p=weights / weights.sum())]
@@ -145,7 +172,7 @@ def sample(sources: list[dict], config: NetworkConfig, rng: np.random.Generator)
     sl = tuple(slice(a, a + p) for a, p in zip(start, patch, strict=True))
     image, labels = src["image"][sl], src["labels"][sl]
     membrane = src["membrane"][sl] if src["kind"] == "membrane" else None
-    image, labels, membrane = augment(image, labels, membrane, config.variant, rng)
+    image, labels, membrane = augment(image, labels, membrane, config.variant, rng, misalign_px)
     pad = [(0, p - s) for s, p in zip(image.shape, patch, strict=True)]
     if any(b for _, b in pad):  # a volume smaller than the patch (vnc: 10 sections)
         image = np.pad(image, pad)
@@ -373,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fmaps", type=int, default=12)
     parser.add_argument("--levels", type=int, default=3, help="U-Net resolution levels (context grows ~2x per level)")
     parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after each convolution")
+    parser.add_argument(
+        "--misalign-px", type=int, default=0, help="serial sections: move half the sections by up to this many pixels"
+    )
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synthetic", type=int, default=0, help="synthetic training volumes to add")
@@ -463,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         clock["start"] = started
     history = []
     for it in range(1, args.iterations + 1):
-        batch = [sample(sources, config, rng) for _ in range(args.batch)]
+        batch = [sample(sources, config, rng, args.misalign_px) for _ in range(args.batch)]
         x, y, m = (torch.from_numpy(np.stack(b)) for b in zip(*batch, strict=True))
         loss = balanced_bce(network(x), y, m)
         optimizer.zero_grad()
@@ -493,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fmaps": args.fmaps,
                 "levels": config.levels,
                 "batch_norm": config.batch_norm,
+                "misalign_px": args.misalign_px,
                 "synthetic": args.synthetic,
                 "offsets": [list(o) for o in config.offsets],
                 "receptive_radius": list(config.receptive_radius),
